@@ -1,0 +1,675 @@
+/* The public store API: open, append, ingest, read, verify. */
+#include <stdio.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "core/alloc.h"
+#include "core/hlc.h"
+#include "core/store.h"
+#include "platform/platform.h"
+
+static const char schema_v1[] =
+	"CREATE TABLE weft_meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;"
+	"CREATE TABLE weft_author("
+	"  ref INTEGER PRIMARY KEY,"
+	"  pk BLOB NOT NULL UNIQUE,"
+	"  forked INTEGER NOT NULL DEFAULT 0);"
+	"CREATE TABLE weft_scope(ref INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);"
+	"CREATE TABLE weft_event("
+	"  n INTEGER PRIMARY KEY,"          /* local arrival order */
+	"  id BLOB NOT NULL UNIQUE,"
+	"  author INTEGER NOT NULL,"
+	"  seq INTEGER NOT NULL,"
+	"  prev BLOB,"
+	"  hlc INTEGER NOT NULL,"
+	"  scope INTEGER NOT NULL,"
+	"  kind TEXT NOT NULL,"
+	"  idem TEXT,"
+	"  payload_len INTEGER NOT NULL,"
+	"  payload_hash BLOB NOT NULL,"
+	"  sig BLOB NOT NULL,"
+	"  payload BLOB);"                  /* NULL once erased */
+	"CREATE INDEX weft_event_time ON weft_event(hlc, id);"
+	"CREATE INDEX weft_event_chain ON weft_event(author, seq);"
+	"CREATE INDEX weft_event_idem ON weft_event(scope, idem) WHERE idem IS NOT NULL;";
+
+const char *weft_version(void) { return WEFT_VERSION_STRING; }
+int weft_version_number(void) { return WEFT_VERSION_NUMBER; }
+size_t weft_id_bytes(void) { return WEFT_ID_BYTES; }
+size_t weft_public_key_bytes(void) { return WEFT_PUBLIC_KEY_BYTES; }
+size_t weft_secret_key_bytes(void) { return WEFT_SECRET_KEY_BYTES; }
+size_t weft_signature_bytes(void) { return WEFT_SIGNATURE_BYTES; }
+size_t weft_device_id_len(void) { return WEFT_DEVICE_ID_LEN; }
+size_t weft_scope_max(void) { return WEFT_SCOPE_MAX; }
+size_t weft_kind_max(void) { return WEFT_KIND_MAX; }
+size_t weft_idem_key_max(void) { return WEFT_IDEM_KEY_MAX; }
+size_t weft_payload_default_max(void) { return WEFT_PAYLOAD_DEFAULT_MAX; }
+
+const char *weft_errmsg(const weft_db *db)
+{
+	if (!db)
+		return weft_error_last();
+	return db->err.msg[0] ? db->err.msg : "no error";
+}
+
+const unsigned char *weft_db_public_key(const weft_db *db)
+{
+	return db->id.pk;
+}
+
+const char *weft_db_device_id(const weft_db *db)
+{
+	return db->id.device_id;
+}
+
+static int meta_blob(weft_db *db, const char *key, void *out, int len, int *found)
+{
+	sqlite3_stmt *st = store_stmt(db, STMT_META_GET);
+	if (!st)
+		return db->err.code;
+	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	*found = 0;
+	if (rc == SQLITE_ROW) {
+		if (sqlite3_column_bytes(st, 0) == len && sqlite3_column_blob(st, 0)) {
+			memcpy(out, sqlite3_column_blob(st, 0), (size_t)len);
+			*found = 1;
+		}
+		rc = SQLITE_DONE;
+	}
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE ? WEFT_OK : store_sqlite_error(db, rc, "reading store metadata");
+}
+
+static int pragma_int(weft_db *db, const char *sql, int *out)
+{
+	sqlite3_stmt *st;
+	int rc = sqlite3_prepare_v2(db->sql, sql, -1, &st, NULL);
+	if (rc != SQLITE_OK)
+		return store_sqlite_error(db, rc, "reading the store's version");
+	rc = sqlite3_step(st);
+	*out = rc == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
+	sqlite3_finalize(st);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? WEFT_OK
+	                                             : store_sqlite_error(db, rc, "reading the store's version");
+}
+
+static int create_schema(weft_db *db)
+{
+	int rc = store_begin(db);
+	if (rc < 0)
+		return rc;
+	char sql[128];
+	snprintf(sql, sizeof(sql), "PRAGMA application_id = %d; PRAGMA user_version = %d;",
+	         STORE_APPLICATION_ID, STORE_SCHEMA_VERSION);
+	if ((rc = store_exec(db, schema_v1, "creating the store")) < 0 ||
+	    (rc = store_exec(db, sql, "creating the store")) < 0)
+		goto fail;
+	sqlite3_stmt *st = store_stmt(db, STMT_META_SET);
+	if (!st) {
+		rc = db->err.code;
+		goto fail;
+	}
+	sqlite3_bind_text(st, 1, "device_pk", -1, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 2, db->id.pk, 32, SQLITE_STATIC);
+	int src = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (src != SQLITE_DONE) {
+		rc = store_sqlite_error(db, src, "creating the store");
+		goto fail;
+	}
+	if ((rc = store_hlc_set(db, 0)) < 0)
+		goto fail;
+	return store_commit(db);
+fail:
+	store_rollback(db);
+	return rc;
+}
+
+/* Checks that the file is a weft store this library can read. */
+static int check_schema(weft_db *db, int *is_new)
+{
+	int app, ver, tables, rc;
+	if ((rc = pragma_int(db, "PRAGMA application_id", &app)) < 0 ||
+	    (rc = pragma_int(db, "PRAGMA user_version", &ver)) < 0 ||
+	    (rc = pragma_int(db, "SELECT count(*) FROM sqlite_schema", &tables)) < 0)
+		return rc;
+	*is_new = app == 0 && ver == 0 && tables == 0;
+	if (*is_new)
+		return WEFT_OK;
+	if (app != STORE_APPLICATION_ID)
+		return err_set(&db->err, WEFT_ECORRUPT, "%s is a SQLite database but not a weft store; "
+		               "give weft its own file", db->path);
+	if (ver > STORE_SCHEMA_VERSION)
+		return err_set(&db->err, WEFT_EVERSION, "%s was written by a newer weft (store schema %d; "
+		               "this library %s knows up to %d); upgrade weft to open it",
+		               db->path, ver, WEFT_VERSION_STRING, STORE_SCHEMA_VERSION);
+	if (ver < 1)
+		return err_set(&db->err, WEFT_ECORRUPT, "%s has an unknown store schema version %d", db->path, ver);
+	return WEFT_OK;
+}
+
+static int self_ref(weft_db *db)
+{
+	sqlite3_stmt *st = store_stmt(db, STMT_AUTHOR_REF);
+	if (!st)
+		return db->err.code;
+	sqlite3_bind_blob(st, 1, db->id.pk, 32, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	db->self_ref = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+	sqlite3_reset(st);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? WEFT_OK : store_sqlite_error(db, rc, "opening the store");
+}
+
+static void db_free(weft_db *db)
+{
+	for (int i = 0; i < STMT__COUNT; i++)
+		sqlite3_finalize(db->stmts[i]);
+	if (db->sql)
+		sqlite3_close_v2(db->sql);
+	identity_wipe(&db->id);
+	weft__free(db->path);
+	weft__free(db);
+}
+
+void weft_db_close(weft_db *db)
+{
+	if (db)
+		db_free(db);
+}
+
+static int open_fail(weft_db *db, int rc)
+{
+	weft_err e = db->err;
+	db_free(db);
+	err_copy(NULL, &e);
+	return rc;
+}
+
+int weft_db_open(weft_db **out, const char *path, const weft_open_options *opts)
+{
+	static const weft_open_options defaults = WEFT_OPEN_OPTIONS_INIT;
+	if (!out || !path)
+		return err_set(NULL, WEFT_EINVAL, "weft_db_open: out and path must not be NULL");
+	*out = NULL;
+	if (!opts)
+		opts = &defaults;
+	if (opts->version != WEFT_OPEN_OPTIONS_VERSION)
+		return err_set(NULL, WEFT_EVERSION, "weft_open_options version %u is not supported by weft %s (expected %d); "
+		               "initialise options with WEFT_OPEN_OPTIONS_INIT", opts->version, WEFT_VERSION_STRING,
+		               WEFT_OPEN_OPTIONS_VERSION);
+	if (opts->max_payload > WEFT_PAYLOAD_HARD_MAX)
+		return err_set(NULL, WEFT_EINVAL, "max_payload %u is above the hard limit of %u bytes",
+		               opts->max_payload, WEFT_PAYLOAD_HARD_MAX);
+	if (sodium_init() < 0)
+		return err_set(NULL, WEFT_ERROR, "libsodium failed to initialise");
+
+	weft_db *db = weft__calloc(1, sizeof(*db));
+	if (!db)
+		return err_set(NULL, WEFT_ENOMEM, "out of memory opening %s", path);
+	db->path = weft__strdup(path);
+	if (!db->path) {
+		weft__free(db);
+		return err_set(NULL, WEFT_ENOMEM, "out of memory opening %s", path);
+	}
+	db->readonly = (opts->flags & WEFT_OPEN_READONLY) != 0;
+	db->max_payload = opts->max_payload ? opts->max_payload : WEFT_PAYLOAD_DEFAULT_MAX;
+	db->max_drift_ms = opts->max_drift_ms ? opts->max_drift_ms : WEFT_DRIFT_DEFAULT_MS;
+	db->clock = opts->clock;
+	db->clock_payload = opts->clock_payload;
+	db->self_ref = -1;
+
+	int exists = plat_file_exists(path);
+	int create = (opts->flags & WEFT_OPEN_CREATE) && !db->readonly;
+	if (!exists && !create) {
+		err_set(&db->err, WEFT_ENOTFOUND, "no weft store at %s; create one with `weft init` "
+		        "(or WEFT_OPEN_CREATE)", path);
+		return open_fail(db, WEFT_ENOTFOUND);
+	}
+
+	char keypath[4096];
+	if (snprintf(keypath, sizeof(keypath), "%s%s", opts->key_path ? opts->key_path : path,
+	             opts->key_path ? "" : ".key") >= (int)sizeof(keypath)) {
+		err_set(&db->err, WEFT_EINVAL, "path too long: %s", path);
+		return open_fail(db, WEFT_EINVAL);
+	}
+
+	int rc;
+	int made_key = 0;
+	if (!exists) {
+		/* New store: the identity first, so a store never exists without
+		 * the key that signs for it. */
+		if ((rc = identity_from_seed(&db->id, opts->secret_key, &db->err)) < 0)
+			return open_fail(db, rc);
+		if (!opts->secret_key) {
+			if ((rc = identity_save(&db->id, keypath, opts->passphrase, &db->err)) < 0)
+				return open_fail(db, rc);
+			made_key = 1;
+		}
+	}
+
+	int flags = db->readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0);
+	rc = sqlite3_open_v2(path, &db->sql, flags | SQLITE_OPEN_NOMUTEX, NULL);
+	if (rc != SQLITE_OK) {
+		rc = store_sqlite_error(db, rc, "opening the database");
+		goto fail;
+	}
+	sqlite3_extended_result_codes(db->sql, 1);
+	sqlite3_busy_timeout(db->sql, 5000);
+	int is_new;
+	if ((rc = check_schema(db, &is_new)) < 0)
+		goto fail;
+	if (!db->readonly) {
+		/* WAL + synchronous=FULL: a commit is on disk before it returns. */
+		if ((rc = store_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;",
+		                     "configuring the database")) < 0)
+			goto fail;
+	}
+	if (is_new) {
+		if (exists) {
+			/* An empty file: adopt it only when asked to create. */
+			if (!create) {
+				rc = err_set(&db->err, WEFT_ENOTFOUND, "%s is empty, not a weft store; "
+				             "create one with `weft init`", path);
+				goto fail;
+			}
+			if ((rc = identity_from_seed(&db->id, opts->secret_key, &db->err)) < 0)
+				goto fail;
+			if (!opts->secret_key) {
+				if ((rc = identity_save(&db->id, keypath, opts->passphrase, &db->err)) < 0)
+					goto fail;
+				made_key = 1;
+			}
+		}
+		if ((rc = create_schema(db)) < 0)
+			goto fail;
+	}
+
+	unsigned char stored_pk[32];
+	int found;
+	if ((rc = meta_blob(db, "device_pk", stored_pk, 32, &found)) < 0)
+		goto fail;
+	if (!found) {
+		rc = err_set(&db->err, WEFT_ECORRUPT, "%s has no device key recorded: the store is damaged", path);
+		goto fail;
+	}
+	if (db->readonly) {
+		identity_public_only(&db->id, stored_pk);
+	} else if (!db->id.sk) {
+		if (opts->secret_key)
+			rc = identity_from_seed(&db->id, opts->secret_key, &db->err);
+		else
+			rc = identity_load(&db->id, keypath, opts->passphrase, &db->err);
+		if (rc < 0)
+			goto fail;
+	}
+	if (sodium_memcmp(stored_pk, db->id.pk, 32) != 0) {
+		char a[WEFT_DEVICE_ID_LEN + 1];
+		weft_device_id_format(a, stored_pk);
+		rc = err_set(&db->err, WEFT_EAUTH, "the key given (device %s) is not this store's device key "
+		             "(the store belongs to %s); use that device's key file", db->id.device_id, a);
+		goto fail;
+	}
+	if ((rc = self_ref(db)) < 0)
+		goto fail;
+	err_clear(&db->err);
+	*out = db;
+	return WEFT_OK;
+fail:
+	if (made_key)
+		remove(keypath);
+	if (!exists)
+		remove(path);
+	return open_fail(db, rc);
+}
+
+/* ---------------------------------------------------------------- append */
+
+static int lookup_idem(weft_db *db, const char *scope, const char *idem, weft_id *out, int *found)
+{
+	sqlite3_stmt *st = store_stmt(db, STMT_IDEM_LOOKUP);
+	if (!st)
+		return db->err.code;
+	sqlite3_bind_text(st, 1, scope, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, idem, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	*found = 0;
+	if (rc == SQLITE_ROW && sqlite3_column_bytes(st, 0) == 32) {
+		memcpy(out->bytes, sqlite3_column_blob(st, 0), 32);
+		*found = 1;
+	}
+	sqlite3_reset(st);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? WEFT_OK
+	                                             : store_sqlite_error(db, rc, "looking up an idempotency key");
+}
+
+static int own_head(weft_db *db, uint64_t *seq, weft_id *id)
+{
+	*seq = 0;
+	int rc;
+	/* Own events may have arrived from a peer (a restored device). */
+	if (db->self_ref < 0 && (rc = self_ref(db)) < 0)
+		return rc;
+	if (db->self_ref < 0)
+		return WEFT_OK;
+	sqlite3_stmt *st = store_stmt(db, STMT_OWN_HEAD);
+	if (!st)
+		return db->err.code;
+	sqlite3_bind_int64(st, 1, db->self_ref);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		*seq = (uint64_t)sqlite3_column_int64(st, 0);
+		memcpy(id->bytes, sqlite3_column_blob(st, 1), 32);
+	}
+	sqlite3_reset(st);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? WEFT_OK : store_sqlite_error(db, rc, "reading this device's chain");
+}
+
+int weft_db_append(weft_id *out, weft_db *db, const char *scope, const char *kind,
+                   const char *idem_key, const void *payload, size_t payload_len)
+{
+	if (!db)
+		return err_set(NULL, WEFT_EINVAL, "weft_db_append: db must not be NULL");
+	if (!out)
+		return err_set(&db->err, WEFT_EINVAL, "weft_db_append: out must not be NULL");
+	if (db->readonly)
+		return err_set(&db->err, WEFT_EPERM, "the store was opened read-only; reopen it without WEFT_OPEN_READONLY to append");
+	if (idem_key && !idem_key[0])
+		idem_key = NULL;
+
+	int rc = store_begin(db);
+	if (rc < 0)
+		return rc;
+	if (idem_key && codec_name_ok(scope, WEFT_SCOPE_MAX)) {
+		int found;
+		if ((rc = lookup_idem(db, scope, idem_key, out, &found)) < 0)
+			goto fail;
+		if (found) {
+			store_rollback(db);
+			return WEFT_DUPLICATE;
+		}
+	}
+	uint64_t seq, last;
+	weft_id prev;
+	if ((rc = own_head(db, &seq, &prev)) < 0 || (rc = store_hlc_get(db, &last)) < 0)
+		goto fail;
+	event_fields f = {
+		.seq = seq + 1,
+		.prev = seq ? &prev : NULL,
+		.hlc = hlc_next(last, store_wall_ms(db)),
+		.scope = scope,
+		.kind = kind,
+		.idem = idem_key,
+		.payload = payload,
+		.payload_len = payload_len,
+	};
+	struct weft_event *ev;
+	if ((rc = codec_event_build(&ev, &f, db->id.sk, db->max_payload, &db->err)) < 0)
+		goto fail;
+	weft_ingest_status status;
+	rc = store_insert_event(db, ev, &status);
+	if (rc == 0)
+		rc = store_hlc_set(db, ev->hlc);
+	if (rc == 0 && db->self_ref < 0)
+		rc = self_ref(db);
+	if (rc == 0)
+		*out = ev->id;
+	codec_event_free(ev);
+	if (rc < 0)
+		goto fail;
+	if ((rc = store_commit(db)) < 0)
+		return rc;
+	return WEFT_OK;
+fail:
+	store_rollback(db);
+	return rc;
+}
+
+/* ---------------------------------------------------------------- ingest */
+
+/* Decodes and checks one remote event; on failure records why in db->err. */
+static int check_remote(struct weft_event **out, weft_db *db, const weft_bytes *b, uint64_t wall)
+{
+	int rc = codec_event_decode(out, b->data, b->len, db->max_payload, &db->err);
+	if (rc < 0)
+		return rc;
+	if ((rc = codec_event_verify_sig(*out, &db->err)) < 0)
+		goto bad;
+	if (hlc_too_far_ahead((*out)->hlc, wall, db->max_drift_ms)) {
+		char h[16];
+		rc = err_set(&db->err, WEFT_EFUTURE, "event %s is stamped %llu ms ahead of this device's clock "
+		             "(limit %llu ms): refused; check the clock of its author or of this device",
+		             err_short_hex(h, (*out)->id.bytes),
+		             (unsigned long long)((*out)->hlc >> 16) - (unsigned long long)wall,
+		             (unsigned long long)db->max_drift_ms);
+		goto bad;
+	}
+	return WEFT_OK;
+bad:
+	codec_event_free(*out);
+	*out = NULL;
+	return rc;
+}
+
+int weft_db_ingest_batch(int *result, weft_db *db, const weft_bytes *events, size_t n)
+{
+	if (!db)
+		return err_set(NULL, WEFT_EINVAL, "weft_db_ingest_batch: db must not be NULL");
+	if (!result || (!events && n))
+		return err_set(&db->err, WEFT_EINVAL, "weft_db_ingest_batch: result and events must not be NULL");
+	if (db->readonly)
+		return err_set(&db->err, WEFT_EPERM, "the store was opened read-only; reopen it without WEFT_OPEN_READONLY to ingest");
+
+	uint64_t wall = store_wall_ms(db);
+	weft_err first_refusal;
+	err_clear(&first_refusal);
+	int rc = store_begin(db);
+	if (rc < 0)
+		return rc;
+	uint64_t last;
+	if ((rc = store_hlc_get(db, &last)) < 0)
+		goto fail;
+	uint64_t clock = last;
+	for (size_t i = 0; i < n; i++) {
+		struct weft_event *ev;
+		result[i] = check_remote(&ev, db, &events[i], wall);
+		if (result[i] < 0) {
+			if (!first_refusal.code)
+				err_set(&first_refusal, result[i], "event %zu of the batch refused: %s", i, db->err.msg);
+			continue;
+		}
+		weft_ingest_status status;
+		rc = store_insert_event(db, ev, &status);
+		if (rc == 0)
+			clock = hlc_observe(clock, ev->hlc);
+		codec_event_free(ev);
+		if (rc < 0)
+			goto fail;
+		result[i] = (int)status;
+	}
+	if (clock != last && (rc = store_hlc_set(db, clock)) < 0)
+		goto fail;
+	if ((rc = store_commit(db)) < 0)
+		goto fail;
+	if (first_refusal.code)
+		err_copy(&db->err, &first_refusal);
+	else
+		err_clear(&db->err);
+	return WEFT_OK;
+fail:
+	store_rollback(db);
+	for (size_t i = 0; i < n; i++)
+		if (result[i] >= 0)
+			result[i] = rc;
+	return rc;
+}
+
+int weft_db_ingest(weft_ingest_status *status, weft_db *db, const void *bytes, size_t len)
+{
+	weft_bytes b = {bytes, len};
+	int result = WEFT_ERROR;
+	int rc = weft_db_ingest_batch(&result, db, &b, 1);
+	if (rc < 0)
+		return rc;
+	if (result < 0)
+		return result;
+	if (status)
+		*status = (weft_ingest_status)result;
+	return WEFT_OK;
+}
+
+/* ------------------------------------------------------------------ read */
+
+int weft_db_get(weft_event **out, weft_db *db, const weft_id *id)
+{
+	if (!db)
+		return err_set(NULL, WEFT_EINVAL, "weft_db_get: db must not be NULL");
+	if (!out || !id)
+		return err_set(&db->err, WEFT_EINVAL, "weft_db_get: out and id must not be NULL");
+	*out = NULL;
+	sqlite3_stmt *st = store_stmt(db, STMT_EVENT_GET);
+	if (!st)
+		return db->err.code;
+	sqlite3_bind_blob(st, 1, id->bytes, 32, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		rc = store_row_event(out, db, st);
+	} else if (rc == SQLITE_DONE) {
+		char h[65];
+		rc = err_set(&db->err, WEFT_ENOTFOUND, "event %s is not in this store", weft_id_to_hex(h, id));
+	} else {
+		rc = store_sqlite_error(db, rc, "reading an event");
+	}
+	sqlite3_reset(st);
+	if (rc < 0 && *out) {
+		codec_event_free(*out);
+		*out = NULL;
+	}
+	return rc;
+}
+
+struct weft_iter {
+	weft_db *db;
+	sqlite3_stmt *st;
+	struct weft_event *cur;
+};
+
+int weft_db_iter(weft_iter **out, weft_db *db, const weft_iter_options *opts)
+{
+	static const weft_iter_options defaults = WEFT_ITER_OPTIONS_INIT;
+	if (!db)
+		return err_set(NULL, WEFT_EINVAL, "weft_db_iter: db must not be NULL");
+	if (!out)
+		return err_set(&db->err, WEFT_EINVAL, "weft_db_iter: out must not be NULL");
+	*out = NULL;
+	if (!opts)
+		opts = &defaults;
+	if (opts->version != WEFT_ITER_OPTIONS_VERSION)
+		return err_set(&db->err, WEFT_EVERSION, "weft_iter_options version %u is not supported; use WEFT_ITER_OPTIONS_INIT",
+		               opts->version);
+	weft_iter *it = weft__calloc(1, sizeof(*it));
+	if (!it)
+		return err_set(&db->err, WEFT_ENOMEM, "out of memory starting an iteration");
+	it->db = db;
+	int rc = sqlite3_prepare_v2(db->sql,
+		"SELECT " STORE_EVENT_COLUMNS STORE_EVENT_FROM
+		"WHERE e.hlc >= ?1 AND (?2 = 0 OR e.hlc < ?2) AND (?3 IS NULL OR s.name = ?3) "
+		"ORDER BY e.hlc, e.id", -1, &it->st, NULL);
+	if (rc != SQLITE_OK) {
+		weft__free(it);
+		return store_sqlite_error(db, rc, "starting an iteration");
+	}
+	sqlite3_bind_int64(it->st, 1, (sqlite3_int64)(opts->from_hlc > EVENT_HLC_MAX ? EVENT_HLC_MAX : opts->from_hlc));
+	sqlite3_bind_int64(it->st, 2, (sqlite3_int64)(opts->to_hlc > EVENT_HLC_MAX ? EVENT_HLC_MAX : opts->to_hlc));
+	if (opts->scope)
+		sqlite3_bind_text(it->st, 3, opts->scope, -1, SQLITE_TRANSIENT);
+	*out = it;
+	return WEFT_OK;
+}
+
+int weft_iter_next(const weft_event **ev, weft_iter *it)
+{
+	if (!ev || !it)
+		return err_set(NULL, WEFT_EINVAL, "weft_iter_next: NULL argument");
+	codec_event_free(it->cur);
+	it->cur = NULL;
+	*ev = NULL;
+	int rc = sqlite3_step(it->st);
+	if (rc == SQLITE_DONE)
+		return WEFT_ITEROVER;
+	if (rc != SQLITE_ROW)
+		return store_sqlite_error(it->db, rc, "reading events");
+	if ((rc = store_row_event(&it->cur, it->db, it->st)) < 0) {
+		codec_event_free(it->cur);
+		it->cur = NULL;
+		return rc;
+	}
+	*ev = it->cur;
+	return WEFT_OK;
+}
+
+void weft_iter_free(weft_iter *it)
+{
+	if (!it)
+		return;
+	codec_event_free(it->cur);
+	sqlite3_finalize(it->st);
+	weft__free(it);
+}
+
+static int query_u64(weft_db *db, const char *sql, uint64_t *out)
+{
+	sqlite3_stmt *st;
+	int rc = sqlite3_prepare_v2(db->sql, sql, -1, &st, NULL);
+	if (rc != SQLITE_OK)
+		return store_sqlite_error(db, rc, "counting");
+	sqlite3_bind_int64(st, 1, db->self_ref);
+	rc = sqlite3_step(st);
+	*out = rc == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(st, 0) : 0;
+	sqlite3_finalize(st);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? WEFT_OK : store_sqlite_error(db, rc, "counting");
+}
+
+int weft_db_stats_get(weft_db_stats *out, weft_db *db)
+{
+	if (!db || !out)
+		return err_set(db ? &db->err : NULL, WEFT_EINVAL, "weft_db_stats_get: NULL argument");
+	memset(out, 0, sizeof(*out));
+	int rc;
+	if ((rc = query_u64(db, "SELECT count(*) FROM weft_event WHERE ?1 = ?1", &out->events)) < 0 ||
+	    (rc = query_u64(db, "SELECT count(*) FROM weft_event WHERE author = ?1", &out->own_events)) < 0 ||
+	    (rc = query_u64(db, "SELECT count(*) FROM weft_author WHERE ?1 = ?1", &out->authors)) < 0 ||
+	    (rc = query_u64(db, "SELECT count(*) FROM weft_author WHERE forked AND ?1 = ?1", &out->forked_authors)) < 0)
+		return rc;
+	return store_hlc_get(db, &out->hlc);
+}
+
+int weft_db_heads(weft_db *db, weft_head_cb cb, void *payload)
+{
+	if (!db || !cb)
+		return err_set(db ? &db->err : NULL, WEFT_EINVAL, "weft_db_heads: NULL argument");
+	sqlite3_stmt *st;
+	int rc = sqlite3_prepare_v2(db->sql,
+		"SELECT a.pk, e.seq, e.id, a.forked FROM weft_author a "
+		"JOIN weft_event e ON e.author = a.ref AND e.seq = "
+		"(SELECT max(seq) FROM weft_event WHERE author = a.ref) "
+		"GROUP BY a.ref ORDER BY a.pk", -1, &st, NULL);
+	if (rc != SQLITE_OK)
+		return store_sqlite_error(db, rc, "reading heads");
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		weft_id id;
+		if (sqlite3_column_bytes(st, 0) != 32 || sqlite3_column_bytes(st, 2) != 32) {
+			sqlite3_finalize(st);
+			return err_set(&db->err, WEFT_ECORRUPT, "malformed author or event id in the store; run `weft verify`");
+		}
+		memcpy(id.bytes, sqlite3_column_blob(st, 2), 32);
+		if (cb(sqlite3_column_blob(st, 0), (uint64_t)sqlite3_column_int64(st, 1), &id,
+		       sqlite3_column_int(st, 3), payload)) {
+			sqlite3_finalize(st);
+			return err_set(&db->err, WEFT_EUSER, "stopped by the heads callback");
+		}
+	}
+	sqlite3_finalize(st);
+	return rc == SQLITE_DONE ? WEFT_OK : store_sqlite_error(db, rc, "reading heads");
+}

@@ -1,0 +1,306 @@
+/* SQLite plumbing of the store: statements, transactions, event rows. */
+#include "core/store.h"
+
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/hlc.h"
+#include "platform/platform.h"
+
+static const char *const stmt_sql[STMT__COUNT] = {
+	[STMT_AUTHOR_REF] = "SELECT ref FROM weft_author WHERE pk = ?1",
+	[STMT_AUTHOR_INSERT] = "INSERT INTO weft_author(pk) VALUES (?1)",
+	[STMT_AUTHOR_FLAG_FORK] = "UPDATE weft_author SET forked = 1 WHERE ref = ?1",
+	[STMT_SCOPE_REF] = "SELECT ref FROM weft_scope WHERE name = ?1",
+	[STMT_SCOPE_INSERT] = "INSERT INTO weft_scope(name) VALUES (?1)",
+	[STMT_EVENT_BY_ID_EXISTS] = "SELECT 1 FROM weft_event WHERE id = ?1",
+	[STMT_EVENT_SAME_SEQ] = "SELECT id FROM weft_event WHERE author = ?1 AND seq = ?2",
+	[STMT_EVENT_INSERT] =
+		"INSERT INTO weft_event(id, author, seq, prev, hlc, scope, kind, idem, "
+		"payload_len, payload_hash, sig, payload) "
+		"VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+	[STMT_EVENT_GET] = "SELECT " STORE_EVENT_COLUMNS STORE_EVENT_FROM "WHERE e.id = ?1",
+	[STMT_IDEM_LOOKUP] =
+		"SELECT e.id FROM weft_event e JOIN weft_scope s ON s.ref = e.scope "
+		"WHERE s.name = ?1 AND e.idem = ?2 ORDER BY e.hlc, e.id LIMIT 1",
+	[STMT_OWN_HEAD] =
+		"SELECT seq, id FROM weft_event WHERE author = ?1 ORDER BY seq DESC, id LIMIT 1",
+	[STMT_META_GET] = "SELECT value FROM weft_meta WHERE key = ?1",
+	[STMT_META_SET] = "INSERT OR REPLACE INTO weft_meta(key, value) VALUES (?1, ?2)",
+};
+
+int store_sqlite_error(weft_db *db, int rc, const char *doing)
+{
+	const char *msg = db->sql ? sqlite3_errmsg(db->sql) : sqlite3_errstr(rc);
+	int code;
+	const char *hint = "";
+	switch (rc & 0xff) {
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+		code = WEFT_EBUSY;
+		hint = "; another process holds the store's write lock, try again";
+		break;
+	case SQLITE_NOMEM:
+		code = WEFT_ENOMEM;
+		break;
+	case SQLITE_FULL:
+		code = WEFT_EIO;
+		hint = "; the disk is full, free some space";
+		break;
+	case SQLITE_IOERR:
+	case SQLITE_CANTOPEN:
+	case SQLITE_PROTOCOL:
+		code = WEFT_EIO;
+		break;
+	case SQLITE_CORRUPT:
+	case SQLITE_NOTADB:
+		code = WEFT_ECORRUPT;
+		hint = "; the database file is damaged";
+		break;
+	case SQLITE_READONLY:
+	case SQLITE_PERM:
+	case SQLITE_AUTH:
+		code = WEFT_EPERM;
+		break;
+	default:
+		code = WEFT_ERROR;
+	}
+	return err_set(&db->err, code, "%s failed in %s: %s%s", doing,
+	               db->path ? db->path : "store", msg, hint);
+}
+
+sqlite3_stmt *store_stmt(weft_db *db, enum store_stmt which)
+{
+	sqlite3_stmt *st = db->stmts[which];
+	if (!st) {
+		int rc = sqlite3_prepare_v3(db->sql, stmt_sql[which], -1,
+		                            SQLITE_PREPARE_PERSISTENT, &db->stmts[which], NULL);
+		if (rc != SQLITE_OK) {
+			store_sqlite_error(db, rc, "preparing a statement");
+			return NULL;
+		}
+		st = db->stmts[which];
+	} else {
+		sqlite3_reset(st);
+		sqlite3_clear_bindings(st);
+	}
+	return st;
+}
+
+int store_exec(weft_db *db, const char *sql, const char *doing)
+{
+	int rc = sqlite3_exec(db->sql, sql, NULL, NULL, NULL);
+	return rc == SQLITE_OK ? WEFT_OK : store_sqlite_error(db, rc, doing);
+}
+
+int store_begin(weft_db *db)
+{
+	return store_exec(db, "BEGIN IMMEDIATE", "starting a write transaction");
+}
+
+int store_commit(weft_db *db)
+{
+	int rc = store_exec(db, "COMMIT", "committing");
+	if (rc < 0)
+		store_rollback(db);
+	return rc;
+}
+
+void store_rollback(weft_db *db)
+{
+	if (!sqlite3_get_autocommit(db->sql))
+		sqlite3_exec(db->sql, "ROLLBACK", NULL, NULL, NULL);
+}
+
+uint64_t store_wall_ms(weft_db *db)
+{
+	return db->clock ? db->clock(db->clock_payload) : plat_wall_ms();
+}
+
+int store_hlc_get(weft_db *db, uint64_t *hlc)
+{
+	sqlite3_stmt *st = store_stmt(db, STMT_META_GET);
+	if (!st)
+		return db->err.code;
+	sqlite3_bind_text(st, 1, "hlc", -1, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		*hlc = (uint64_t)sqlite3_column_int64(st, 0);
+		rc = SQLITE_OK;
+	} else if (rc == SQLITE_DONE) {
+		*hlc = 0;
+		rc = SQLITE_OK;
+	}
+	sqlite3_reset(st);
+	return rc == SQLITE_OK ? WEFT_OK : store_sqlite_error(db, rc, "reading the clock");
+}
+
+int store_hlc_set(weft_db *db, uint64_t hlc)
+{
+	sqlite3_stmt *st = store_stmt(db, STMT_META_SET);
+	if (!st)
+		return db->err.code;
+	sqlite3_bind_text(st, 1, "hlc", -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)hlc);
+	int rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE ? WEFT_OK : store_sqlite_error(db, rc, "saving the clock");
+}
+
+/* The integer reference of a key or name, created on first use. */
+static int intern(weft_db *db, int64_t *ref, enum store_stmt get, enum store_stmt put,
+                  const void *val, int len, int is_blob)
+{
+	for (int attempt = 0; attempt < 2; attempt++) {
+		sqlite3_stmt *st = store_stmt(db, attempt ? put : get);
+		if (!st)
+			return db->err.code;
+		if (is_blob)
+			sqlite3_bind_blob(st, 1, val, len, SQLITE_STATIC);
+		else
+			sqlite3_bind_text(st, 1, val, len, SQLITE_STATIC);
+		int rc = sqlite3_step(st);
+		if (!attempt && rc == SQLITE_ROW) {
+			*ref = sqlite3_column_int64(st, 0);
+			sqlite3_reset(st);
+			return WEFT_OK;
+		}
+		sqlite3_reset(st);
+		if (attempt && rc == SQLITE_DONE) {
+			*ref = sqlite3_last_insert_rowid(db->sql);
+			return WEFT_OK;
+		}
+		if (rc != SQLITE_DONE)
+			return store_sqlite_error(db, rc, "recording an author or scope");
+	}
+	return WEFT_ERROR; /* not reached */
+}
+
+int store_insert_event(weft_db *db, const struct weft_event *ev,
+                       weft_ingest_status *status)
+{
+	sqlite3_stmt *st = store_stmt(db, STMT_EVENT_BY_ID_EXISTS);
+	if (!st)
+		return db->err.code;
+	sqlite3_bind_blob(st, 1, ev->id.bytes, 32, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc == SQLITE_ROW) {
+		*status = WEFT_INGEST_DUPLICATE;
+		return WEFT_OK;
+	}
+	if (rc != SQLITE_DONE)
+		return store_sqlite_error(db, rc, "looking up an event");
+
+	int64_t author, scope;
+	if ((rc = intern(db, &author, STMT_AUTHOR_REF, STMT_AUTHOR_INSERT, ev->author, 32, 1)) < 0)
+		return rc;
+	if ((rc = intern(db, &scope, STMT_SCOPE_REF, STMT_SCOPE_INSERT, ev->scope, -1, 0)) < 0)
+		return rc;
+
+	/* Another event at this author's sequence number is a fork: keep
+	 * both as evidence and flag the author. */
+	*status = WEFT_INGEST_NEW;
+	if (!(st = store_stmt(db, STMT_EVENT_SAME_SEQ)))
+		return db->err.code;
+	sqlite3_bind_int64(st, 1, author);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)ev->seq);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc == SQLITE_ROW) {
+		*status = WEFT_INGEST_FORK;
+		if (!(st = store_stmt(db, STMT_AUTHOR_FLAG_FORK)))
+			return db->err.code;
+		sqlite3_bind_int64(st, 1, author);
+		rc = sqlite3_step(st);
+		sqlite3_reset(st);
+		if (rc != SQLITE_DONE)
+			return store_sqlite_error(db, rc, "flagging a forked author");
+	} else if (rc != SQLITE_DONE) {
+		return store_sqlite_error(db, rc, "checking an author's chain");
+	}
+
+	if (!(st = store_stmt(db, STMT_EVENT_INSERT)))
+		return db->err.code;
+	sqlite3_bind_blob(st, 1, ev->id.bytes, 32, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, author);
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)ev->seq);
+	if (ev->seq > 1)
+		sqlite3_bind_blob(st, 4, ev->prev.bytes, 32, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 5, (sqlite3_int64)ev->hlc);
+	sqlite3_bind_int64(st, 6, scope);
+	sqlite3_bind_text(st, 7, ev->kind, -1, SQLITE_STATIC);
+	if (ev->idem[0])
+		sqlite3_bind_text(st, 8, ev->idem, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 9, ev->payload_len);
+	sqlite3_bind_blob(st, 10, ev->payload_hash, 32, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 11, ev->sig, 64, SQLITE_STATIC);
+	if (ev->payload && ev->payload_len)
+		sqlite3_bind_blob(st, 12, ev->payload, (int)ev->payload_len, SQLITE_STATIC);
+	else if (ev->payload)
+		sqlite3_bind_zeroblob(st, 12, 0);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	if (rc != SQLITE_DONE)
+		return store_sqlite_error(db, rc, "storing an event");
+	return WEFT_OK;
+}
+
+static int blob_col(sqlite3_stmt *st, int col, void *dst, int len)
+{
+	if (sqlite3_column_bytes(st, col) != len)
+		return -1;
+	const void *p = sqlite3_column_blob(st, col);
+	if (!p)
+		return -1;
+	memcpy(dst, p, (size_t)len);
+	return 0;
+}
+
+static int text_col(sqlite3_stmt *st, int col, char *dst, size_t max, int allow_null)
+{
+	const unsigned char *t = sqlite3_column_text(st, col);
+	if (!t) {
+		dst[0] = '\0';
+		return allow_null ? 0 : -1;
+	}
+	size_t n = (size_t)sqlite3_column_bytes(st, col);
+	if (n > max)
+		return -1;
+	memcpy(dst, t, n + 1);
+	return 0;
+}
+
+int store_row_event(struct weft_event **out, weft_db *db, sqlite3_stmt *st)
+{
+	struct weft_event f;
+	memset(&f, 0, sizeof(f));
+	*out = NULL;
+	f.version = EVENT_FORMAT_VERSION;
+	int bad = blob_col(st, 0, f.id.bytes, 32) || blob_col(st, 1, f.author, 32);
+	f.seq = (uint64_t)sqlite3_column_int64(st, 2);
+	if (sqlite3_column_type(st, 3) != SQLITE_NULL)
+		bad |= blob_col(st, 3, f.prev.bytes, 32);
+	f.hlc = (uint64_t)sqlite3_column_int64(st, 4);
+	bad |= text_col(st, 5, f.scope, WEFT_SCOPE_MAX, 0);
+	bad |= text_col(st, 6, f.kind, WEFT_KIND_MAX, 0);
+	bad |= text_col(st, 7, f.idem, WEFT_IDEM_KEY_MAX, 1);
+	sqlite3_int64 plen = sqlite3_column_int64(st, 8);
+	bad |= plen < 0 || plen > WEFT_PAYLOAD_HARD_MAX;
+	f.payload_len = (uint32_t)plen;
+	bad |= blob_col(st, 9, f.payload_hash, 32) || blob_col(st, 10, f.sig, 64);
+	const void *payload = NULL;
+	if (sqlite3_column_type(st, 11) != SQLITE_NULL) {
+		payload = sqlite3_column_blob(st, 11);
+		if (!payload)
+			payload = "";
+		bad |= (sqlite3_int64)sqlite3_column_bytes(st, 11) != plen;
+	}
+	if (bad) {
+		char h[16];
+		return err_set(&db->err, WEFT_ECORRUPT, "stored event %s has a malformed column: the store was altered; "
+		               "run `weft verify` and restore from a peer", err_short_hex(h, f.id.bytes));
+	}
+	return codec_event_assemble(out, &f, payload, &db->err);
+}

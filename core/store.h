@@ -1,0 +1,83 @@
+/*
+ * The store: one SQLite database holding the event log (and, later, the
+ * derived tables), plus the device identity and clock. Only core/ talks SQL.
+ */
+#ifndef WEFT_CORE_STORE_H
+#define WEFT_CORE_STORE_H
+
+#include <sqlite3.h>
+
+#include "core/codec.h"
+#include "core/error.h"
+#include "core/identity.h"
+#include "weft.h"
+
+#define STORE_SCHEMA_VERSION 1
+#define STORE_APPLICATION_ID 0x77656674 /* "weft" */
+
+enum store_stmt {
+	STMT_AUTHOR_REF,
+	STMT_AUTHOR_INSERT,
+	STMT_AUTHOR_FLAG_FORK,
+	STMT_SCOPE_REF,
+	STMT_SCOPE_INSERT,
+	STMT_EVENT_BY_ID_EXISTS,
+	STMT_EVENT_SAME_SEQ,
+	STMT_EVENT_INSERT,
+	STMT_EVENT_GET,
+	STMT_IDEM_LOOKUP,
+	STMT_OWN_HEAD,
+	STMT_META_GET,
+	STMT_META_SET,
+	STMT__COUNT
+};
+
+struct weft_db {
+	sqlite3 *sql;
+	char *path;
+	identity id;
+	int readonly;
+	uint32_t max_payload;
+	uint64_t max_drift_ms;
+	weft_clock_fn clock;
+	void *clock_payload;
+	sqlite3_stmt *stmts[STMT__COUNT];
+	int64_t self_ref; /* weft_author.ref of this device */
+	weft_err err;
+};
+
+/* A prepared, reset statement from the handle's cache. */
+sqlite3_stmt *store_stmt(weft_db *db, enum store_stmt which);
+/* Translates a SQLite failure into a WEFT_E* code with a message. */
+int store_sqlite_error(weft_db *db, int rc, const char *doing);
+/* Runs SQL without results. */
+int store_exec(weft_db *db, const char *sql, const char *doing);
+
+/* BEGIN IMMEDIATE / COMMIT / ROLLBACK. */
+int store_begin(weft_db *db);
+int store_commit(weft_db *db);
+void store_rollback(weft_db *db);
+
+uint64_t store_wall_ms(weft_db *db);
+/* The clock's last value (inside a transaction, for a consistent view). */
+int store_hlc_get(weft_db *db, uint64_t *hlc);
+int store_hlc_set(weft_db *db, uint64_t hlc);
+
+/*
+ * Inside a transaction: stores a decoded, verified event. Sets *status
+ * to WEFT_INGEST_NEW, _DUPLICATE or _FORK.
+ */
+int store_insert_event(weft_db *db, const struct weft_event *ev,
+                       weft_ingest_status *status);
+
+/* Reads the event at the current row of a statement whose columns are
+ * STORE_EVENT_COLUMNS, re-deriving and checking its encoding. */
+#define STORE_EVENT_COLUMNS                                                  \
+	"e.id, a.pk, e.seq, e.prev, e.hlc, s.name, e.kind, e.idem, "          \
+	"e.payload_len, e.payload_hash, e.sig, e.payload"
+#define STORE_EVENT_FROM                                                     \
+	" FROM weft_event e JOIN weft_author a ON a.ref = e.author "          \
+	"JOIN weft_scope s ON s.ref = e.scope "
+int store_row_event(struct weft_event **out, weft_db *db, sqlite3_stmt *st);
+
+#endif

@@ -1,0 +1,141 @@
+/* weft_db_verify: re-check every stored event, every chain link, count forks. */
+#include <string.h>
+
+#include <sodium.h>
+
+#include "core/store.h"
+
+typedef struct verify_state {
+	weft_db *db;
+	weft_verify_report *r;
+	sqlite3_stmt *prev_of; /* ids stored at (author, seq - 1) */
+	weft_err first;
+} verify_state;
+
+static void note_bad(verify_state *vs, const weft_id *id, const char *msg)
+{
+	char h[65];
+	if (vs->r->bad + vs->r->broken_links == 0) {
+		vs->r->first_bad = *id;
+		err_set(&vs->first, WEFT_ECORRUPT, "event %s is bad: %s", weft_id_to_hex(h, id), msg);
+	}
+}
+
+/* 1 if the author's event(s) at seq - 1 are stored and none is ev->prev. */
+static int link_broken(verify_state *vs, sqlite3_int64 author, const struct weft_event *ev, int *rc)
+{
+	sqlite3_stmt *st = vs->prev_of;
+	sqlite3_reset(st);
+	sqlite3_bind_int64(st, 1, author);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)ev->seq - 1);
+	int seen = 0, match = 0, s;
+	while ((s = sqlite3_step(st)) == SQLITE_ROW) {
+		seen = 1;
+		if (sqlite3_column_bytes(st, 0) == 32 &&
+		    memcmp(sqlite3_column_blob(st, 0), ev->prev.bytes, 32) == 0)
+			match = 1;
+	}
+	sqlite3_reset(st);
+	*rc = s == SQLITE_DONE ? WEFT_OK : store_sqlite_error(vs->db, s, "verifying chain links");
+	return seen && !match;
+}
+
+int weft_db_verify(weft_verify_report *report, weft_db *db, weft_progress_cb cb, void *payload)
+{
+	if (!db)
+		return err_set(NULL, WEFT_EINVAL, "weft_db_verify: db must not be NULL");
+	weft_verify_report local;
+	verify_state vs = {db, report ? report : &local, NULL, {0, ""}};
+	memset(vs.r, 0, sizeof(*vs.r));
+
+	uint64_t total = 0;
+	sqlite3_stmt *st = NULL;
+	int rc = sqlite3_prepare_v2(db->sql, "SELECT count(*) FROM weft_event", -1, &st, NULL);
+	if (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+		total = (uint64_t)sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	st = NULL;
+	/* One read transaction: a consistent snapshot even while others write. */
+	if ((rc = store_exec(db, "BEGIN", "starting verification")) < 0)
+		return rc;
+	if ((rc = sqlite3_prepare_v2(db->sql, "SELECT id FROM weft_event WHERE author = ?1 AND seq = ?2",
+	                             -1, &vs.prev_of, NULL)) != SQLITE_OK ||
+	    (rc = sqlite3_prepare_v2(db->sql, "SELECT " STORE_EVENT_COLUMNS ", e.author" STORE_EVENT_FROM
+	                             "ORDER BY e.n", -1, &st, NULL)) != SQLITE_OK) {
+		rc = store_sqlite_error(db, rc, "starting verification");
+		goto out;
+	}
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		struct weft_event *ev = NULL;
+		weft_id id;
+		memset(&id, 0, sizeof(id));
+		if (sqlite3_column_bytes(st, 0) == 32)
+			memcpy(id.bytes, sqlite3_column_blob(st, 0), 32);
+		int erc = store_row_event(&ev, db, st);
+		if (erc == WEFT_ENOMEM) {
+			rc = erc;
+			goto out;
+		}
+		if (erc < 0) {
+			note_bad(&vs, &id, db->err.msg);
+			vs.r->bad++;
+		} else if (codec_event_verify_sig(ev, &db->err) < 0) {
+			note_bad(&vs, &id, "its signature does not verify (altered, or forged in its author's name)");
+			vs.r->bad++;
+		} else if (ev->payload) {
+			unsigned char h[32];
+			crypto_generichash(h, 32, ev->payload, ev->payload_len, NULL, 0);
+			if (sodium_memcmp(h, ev->payload_hash, 32) != 0) {
+				note_bad(&vs, &id, "its payload does not match the payload hash it was signed with");
+				vs.r->bad++;
+			}
+		}
+		if (ev && ev->seq > 1) {
+			int lrc;
+			if (link_broken(&vs, sqlite3_column_int64(st, 12), ev, &lrc)) {
+				note_bad(&vs, &id, "its prev link does not name its author's previous event");
+				vs.r->broken_links++;
+			}
+			if (lrc < 0) {
+				codec_event_free(ev);
+				rc = lrc;
+				goto out;
+			}
+		}
+		codec_event_free(ev);
+		vs.r->checked++;
+		if (cb && (vs.r->checked % 1024 == 0 || vs.r->checked == total) &&
+		    cb(vs.r->checked, total, payload)) {
+			rc = err_set(&db->err, WEFT_EUSER, "verification stopped by the progress callback");
+			goto out;
+		}
+	}
+	if (rc != SQLITE_DONE) {
+		rc = store_sqlite_error(db, rc, "reading events to verify");
+		goto out;
+	}
+	sqlite3_finalize(st);
+	st = NULL;
+	rc = sqlite3_prepare_v2(db->sql, "SELECT count(*) FROM (SELECT 1 FROM weft_event "
+	                        "GROUP BY author, seq HAVING count(*) > 1)", -1, &st, NULL);
+	if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW)
+		vs.r->forks = (uint64_t)sqlite3_column_int64(st, 0);
+	if (rc != SQLITE_ROW) {
+		rc = store_sqlite_error(db, rc, "counting forks");
+		goto out;
+	}
+	if (vs.r->bad || vs.r->broken_links) {
+		rc = err_set(&db->err, WEFT_ECORRUPT, "%s (%llu bad event(s), %llu broken link(s) in %llu checked); "
+		             "the store was altered or damaged: restore it from a peer",
+		             vs.first.msg, (unsigned long long)vs.r->bad,
+		             (unsigned long long)vs.r->broken_links, (unsigned long long)vs.r->checked);
+	} else {
+		err_clear(&db->err);
+		rc = WEFT_OK;
+	}
+out:
+	sqlite3_finalize(st);
+	sqlite3_finalize(vs.prev_of);
+	sqlite3_exec(db->sql, "COMMIT", NULL, NULL, NULL);
+	return rc;
+}

@@ -1,0 +1,356 @@
+/*
+ * weft.h — the public API of weft, a local-first sync engine.
+ *
+ * A weft store is one SQLite database per device holding an append-only log
+ * of Ed25519-signed, hash-chained events. Own events are appended with
+ * weft_db_append(); events from other devices are checked and stored with
+ * weft_db_ingest().
+ *
+ * Conventions (the same everywhere in this header):
+ *  - Functions that can fail return int: WEFT_OK (0) or a negative WEFT_E*
+ *    code. A few return a positive status on success (WEFT_DUPLICATE); test
+ *    for failure with `rc < 0`.
+ *  - After a failure, weft_errmsg(db) (or weft_error_last() where no handle
+ *    exists yet) says what happened and what to do. The string is never NULL,
+ *    belongs to the library and stays valid until the next call on the same
+ *    handle (or thread).
+ *  - Output parameters come first. What comes back through `**out` belongs
+ *    to the caller and is freed with the matching weft_<object>_free();
+ *    getters return borrowed pointers valid while the object lives. Every
+ *    free/close accepts NULL.
+ *  - A weft_db handle may be used by one thread at a time. Open one handle
+ *    per thread to work in parallel; SQLite's WAL mode lets them share the
+ *    database file safely.
+ */
+#ifndef WEFT_H
+#define WEFT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(WEFT_STATIC)
+#define WEFT_EXTERN
+#elif defined(__GNUC__)
+#define WEFT_EXTERN __attribute__((visibility("default")))
+#else
+#define WEFT_EXTERN
+#endif
+
+/* ---------------------------------------------------------------- version */
+
+#define WEFT_VERSION_MAJOR 0
+#define WEFT_VERSION_MINOR 1
+#define WEFT_VERSION_PATCH 0
+#define WEFT_VERSION_STRING "0.1.0"
+/* MAJOR * 10000 + MINOR * 100 + PATCH */
+#define WEFT_VERSION_NUMBER 100
+
+/* The library's version, to compare with WEFT_VERSION_* at run time. */
+WEFT_EXTERN const char *weft_version(void);
+WEFT_EXTERN int weft_version_number(void);
+
+/* ----------------------------------------------------------------- errors */
+
+#define WEFT_OK 0
+/* Success, but nothing new: the event or idempotency key was already known. */
+#define WEFT_DUPLICATE 1
+
+#define WEFT_ERROR (-1)     /* unexpected failure; see weft_errmsg */
+#define WEFT_ENOMEM (-2)    /* out of memory */
+#define WEFT_EINVAL (-3)    /* a caller's argument is invalid */
+#define WEFT_ENOTFOUND (-4) /* no such store, file, event or device */
+#define WEFT_EEXISTS (-5)   /* refusing to overwrite something that exists */
+#define WEFT_ECORRUPT (-6)  /* bytes are malformed, truncated or non-canonical */
+#define WEFT_EAUTH (-7)     /* signature, id or passphrase check failed */
+#define WEFT_EFUTURE (-8)   /* timestamp beyond the allowed clock drift */
+#define WEFT_ELIMIT (-9)    /* a size limit was exceeded */
+#define WEFT_EVERSION (-10) /* unsupported format, store or protocol version */
+#define WEFT_EBUSY (-11)    /* the store is locked by another writer */
+#define WEFT_EIO (-12)      /* the operating system failed to read or write */
+#define WEFT_EPERM (-13)    /* permission denied (file mode, scope) */
+#define WEFT_EPROTO (-14)   /* a peer broke the sync protocol */
+#define WEFT_EUSER (-15)    /* a callback asked to stop */
+#define WEFT_ITEROVER (-16) /* an iterator has no more items (not a failure) */
+
+/* Generic text for a code ("signature or id check failed"); never NULL. */
+WEFT_EXTERN const char *weft_strerror(int code);
+/* The symbolic name of a code ("WEFT_EAUTH"); never NULL. */
+WEFT_EXTERN const char *weft_errname(int code);
+/* The message of the last failure on this thread; never NULL. */
+WEFT_EXTERN const char *weft_error_last(void);
+
+/* ------------------------------------------------------------- constants */
+
+#define WEFT_ID_BYTES 32          /* event id: BLAKE2b-256 */
+#define WEFT_PUBLIC_KEY_BYTES 32  /* Ed25519 public key */
+#define WEFT_SECRET_KEY_BYTES 32  /* Ed25519 seed, as kept in a keychain */
+#define WEFT_SIGNATURE_BYTES 64   /* Ed25519 signature */
+#define WEFT_DEVICE_ID_LEN 63     /* printable device id, without the NUL */
+#define WEFT_SCOPE_MAX 64         /* bytes in a scope name */
+#define WEFT_KIND_MAX 64          /* bytes in an event kind */
+#define WEFT_IDEM_KEY_MAX 128     /* bytes in an idempotency key */
+#define WEFT_PAYLOAD_DEFAULT_MAX (1u << 20) /* default payload limit: 1 MiB */
+#define WEFT_PAYLOAD_HARD_MAX (64u << 20)   /* no configuration goes beyond */
+#define WEFT_DRIFT_DEFAULT_MS 300000u       /* 5 minutes */
+
+/* The same constants as functions, for bindings. */
+WEFT_EXTERN size_t weft_id_bytes(void);
+WEFT_EXTERN size_t weft_public_key_bytes(void);
+WEFT_EXTERN size_t weft_secret_key_bytes(void);
+WEFT_EXTERN size_t weft_signature_bytes(void);
+WEFT_EXTERN size_t weft_device_id_len(void);
+WEFT_EXTERN size_t weft_scope_max(void);
+WEFT_EXTERN size_t weft_kind_max(void);
+WEFT_EXTERN size_t weft_idem_key_max(void);
+WEFT_EXTERN size_t weft_payload_default_max(void);
+
+/* An event id. */
+typedef struct weft_id {
+	unsigned char bytes[WEFT_ID_BYTES];
+} weft_id;
+
+/* Lowercase hex of an id into out (65 bytes with the NUL). Returns out. */
+WEFT_EXTERN char *weft_id_to_hex(char out[2 * WEFT_ID_BYTES + 1],
+                                 const weft_id *id);
+/* Parses 64 hex digits. WEFT_EINVAL if text is anything else. */
+WEFT_EXTERN int weft_id_from_hex(weft_id *out, const char *text);
+
+/* ------------------------------------------------------------ device ids */
+
+/*
+ * A device id is the person-facing form of a device's Ed25519 public key:
+ * base32 (RFC 4648 alphabet) with one Luhn mod-32 check character after
+ * every 13, shown in 8 groups of 7 joined by '-' (like Syncthing's).
+ * Parsing ignores case, spaces and dashes and reads 0/1/8 as O/I/B, so ids
+ * read aloud or retyped still parse; a wrong check character is refused.
+ */
+WEFT_EXTERN int weft_device_id_format(char out[WEFT_DEVICE_ID_LEN + 1],
+                                      const unsigned char pk[WEFT_PUBLIC_KEY_BYTES]);
+/* WEFT_EINVAL with a message naming the bad group if text is not a valid id. */
+WEFT_EXTERN int weft_device_id_parse(unsigned char pk[WEFT_PUBLIC_KEY_BYTES],
+                                     const char *text);
+
+/* ------------------------------------------------------------------ store */
+
+typedef struct weft_db weft_db;
+
+/* Returns the wall clock in milliseconds since the Unix epoch. */
+typedef uint64_t (*weft_clock_fn)(void *payload);
+
+#define WEFT_OPEN_CREATE 0x1u   /* create the store and a new identity if absent */
+#define WEFT_OPEN_READONLY 0x2u /* open for reading only; no key needed */
+
+typedef struct weft_open_options {
+	unsigned version; /* WEFT_OPEN_OPTIONS_VERSION */
+	unsigned flags;   /* WEFT_OPEN_* */
+	/* Key file of the device identity; NULL means "<db path>.key". */
+	const char *key_path;
+	/* Passphrase protecting the key file (NULL: none). With
+	 * WEFT_OPEN_CREATE it encrypts the new key file. */
+	const char *passphrase;
+	/* Instead of a key file, the device's 32-byte Ed25519 seed (for
+	 * example from the OS keychain). Copied; the caller may wipe it after
+	 * the call. */
+	const unsigned char *secret_key;
+	/* Largest payload accepted, appended or ingested (0: 1 MiB).
+	 * At most WEFT_PAYLOAD_HARD_MAX. */
+	uint32_t max_payload;
+	/* How far in the future a remote timestamp may be (0: 5 minutes). */
+	uint64_t max_drift_ms;
+	/* Wall clock override (tests, simulators); NULL: the system clock. */
+	weft_clock_fn clock;
+	void *clock_payload;
+} weft_open_options;
+
+#define WEFT_OPEN_OPTIONS_VERSION 1
+#define WEFT_OPEN_OPTIONS_INIT {WEFT_OPEN_OPTIONS_VERSION, 0, NULL, NULL, NULL, 0, 0, NULL, NULL}
+
+/*
+ * Opens the store at path. With WEFT_OPEN_CREATE a missing store is created
+ * together with a new device identity (key file mode 0600, or the
+ * secret_key given). opts may be NULL for defaults.
+ *
+ * Errors: WEFT_ENOTFOUND (no store and no WEFT_OPEN_CREATE, or no key
+ * file), WEFT_EPERM (key file readable by others), WEFT_EAUTH (wrong or
+ * missing passphrase, or the key does not belong to this store),
+ * WEFT_EVERSION (store written by a newer weft), WEFT_ECORRUPT, WEFT_EIO,
+ * WEFT_EBUSY, WEFT_EINVAL. On failure *out is NULL and weft_error_last()
+ * holds the message.
+ */
+WEFT_EXTERN int weft_db_open(weft_db **out, const char *path,
+                             const weft_open_options *opts);
+/* Closes the store. Everything reported written is already durable. */
+WEFT_EXTERN void weft_db_close(weft_db *db);
+
+/* The message of the last failure on this handle; never NULL. */
+WEFT_EXTERN const char *weft_errmsg(const weft_db *db);
+
+/* This device's public key and printable id (borrowed, valid while open). */
+WEFT_EXTERN const unsigned char *weft_db_public_key(const weft_db *db);
+WEFT_EXTERN const char *weft_db_device_id(const weft_db *db);
+
+/*
+ * Appends an own event: stamps it with the hybrid logical clock, links it
+ * to this device's previous event, signs it and commits it durably
+ * (synchronous=FULL) before returning.
+ *
+ * scope and kind: 1..64 bytes of [A-Za-z0-9._:/-]. idem_key: NULL, or
+ * 1..128 printable ASCII bytes; if an event in the same scope already
+ * carries it (written here or received from any device), nothing is
+ * written, *out receives that earlier event's id and WEFT_DUPLICATE is
+ * returned.
+ *
+ * Returns WEFT_OK or WEFT_DUPLICATE; errors: WEFT_EINVAL, WEFT_ELIMIT
+ * (payload over the limit), WEFT_EPERM (store opened read-only), WEFT_EBUSY,
+ * WEFT_EIO.
+ */
+WEFT_EXTERN int weft_db_append(weft_id *out, weft_db *db, const char *scope,
+                               const char *kind, const char *idem_key,
+                               const void *payload, size_t payload_len);
+
+/* What weft_db_ingest did with one event. */
+typedef enum weft_ingest_status {
+	WEFT_INGEST_NEW = 0,       /* verified and stored */
+	WEFT_INGEST_DUPLICATE = 1, /* already stored: nothing changed */
+	WEFT_INGEST_FORK = 2       /* stored as evidence: its author forked */
+} weft_ingest_status;
+
+/*
+ * Verifies and stores one encoded event from another store. The id and
+ * signature are checked, the timestamp must not be more than the drift bound
+ * ahead of the local clock (and then does not move it). Two events of one
+ * author with the same sequence number are both kept and the author is
+ * flagged as forked (status WEFT_INGEST_FORK).
+ *
+ * Errors: WEFT_ECORRUPT / WEFT_ELIMIT / WEFT_EVERSION (bad encoding),
+ * WEFT_EAUTH (id or signature wrong), WEFT_EFUTURE, WEFT_EBUSY, WEFT_EIO.
+ * Nothing is stored on error.
+ */
+WEFT_EXTERN int weft_db_ingest(weft_ingest_status *status, weft_db *db,
+                               const void *bytes, size_t len);
+
+/* One encoded event in a batch. */
+typedef struct weft_bytes {
+	const void *data;
+	size_t len;
+} weft_bytes;
+
+/*
+ * Ingests n events in one transaction. Each event is checked on its own: a
+ * bad event is refused alone (its result[i] is its negative error code) and
+ * the valid ones are committed together. result[i] otherwise holds a
+ * weft_ingest_status. Returns WEFT_OK when the transaction committed (even
+ * if some events were refused; weft_errmsg names the first refused one), or
+ * an error if nothing could be committed (then no result[i] is NEW).
+ */
+WEFT_EXTERN int weft_db_ingest_batch(int *result, weft_db *db,
+                                     const weft_bytes *events, size_t n);
+
+/* ---------------------------------------------------------------- events */
+
+typedef struct weft_event weft_event;
+
+/* Reads the event with this id. WEFT_ENOTFOUND if the store lacks it. */
+WEFT_EXTERN int weft_db_get(weft_event **out, weft_db *db, const weft_id *id);
+WEFT_EXTERN void weft_event_free(weft_event *ev);
+
+/*
+ * Decodes and checks one encoded event without any store: structure,
+ * limits (max_payload 0 means 1 MiB), payload hash, id and signature.
+ * Same errors as weft_db_ingest, minus the clock and store ones.
+ */
+WEFT_EXTERN int weft_event_decode(weft_event **out, const void *bytes,
+                                  size_t len, uint32_t max_payload);
+
+/* Borrowed views of an event's fields. */
+WEFT_EXTERN const weft_id *weft_event_id(const weft_event *ev);
+WEFT_EXTERN const unsigned char *weft_event_author(const weft_event *ev);
+WEFT_EXTERN uint64_t weft_event_seq(const weft_event *ev);
+/* The id of the author's previous event; NULL for the first (seq 1). */
+WEFT_EXTERN const weft_id *weft_event_prev(const weft_event *ev);
+/* Hybrid logical clock: milliseconds << 16 | counter. */
+WEFT_EXTERN uint64_t weft_event_hlc(const weft_event *ev);
+WEFT_EXTERN const char *weft_event_scope(const weft_event *ev);
+WEFT_EXTERN const char *weft_event_kind(const weft_event *ev);
+/* NULL when the event has no idempotency key. */
+WEFT_EXTERN const char *weft_event_idem_key(const weft_event *ev);
+/* The payload; NULL with *len = the declared length if it was erased. */
+WEFT_EXTERN const void *weft_event_payload(const weft_event *ev, size_t *len);
+/* The canonical encoding, as sent to peers. */
+WEFT_EXTERN const void *weft_event_bytes(const weft_event *ev, size_t *len);
+
+/* ------------------------------------------------------------- iteration */
+
+typedef struct weft_iter weft_iter;
+
+/*
+ * Range of an iteration in (hlc, id) order — the order reconciliation
+ * walks. from is inclusive, to exclusive; a zero `to_hlc` means no upper
+ * bound. scope NULL means all scopes.
+ */
+typedef struct weft_iter_options {
+	unsigned version; /* WEFT_ITER_OPTIONS_VERSION */
+	uint64_t from_hlc;
+	uint64_t to_hlc;
+	const char *scope;
+} weft_iter_options;
+
+#define WEFT_ITER_OPTIONS_VERSION 1
+#define WEFT_ITER_OPTIONS_INIT {WEFT_ITER_OPTIONS_VERSION, 0, 0, NULL}
+
+WEFT_EXTERN int weft_db_iter(weft_iter **out, weft_db *db,
+                             const weft_iter_options *opts);
+/* *ev is borrowed until the next call; returns WEFT_ITEROVER at the end. */
+WEFT_EXTERN int weft_iter_next(const weft_event **ev, weft_iter *it);
+WEFT_EXTERN void weft_iter_free(weft_iter *it);
+
+/* Counts of what the store holds. */
+typedef struct weft_db_stats {
+	uint64_t events;        /* stored events, own and remote */
+	uint64_t own_events;    /* events this device wrote */
+	uint64_t authors;       /* distinct authors */
+	uint64_t forked_authors;/* authors seen with two events at one sequence */
+	uint64_t hlc;           /* the clock's last issued or observed value */
+} weft_db_stats;
+
+WEFT_EXTERN int weft_db_stats_get(weft_db_stats *out, weft_db *db);
+
+/* The latest event of each author, by sequence number. */
+typedef int (*weft_head_cb)(const unsigned char author[WEFT_PUBLIC_KEY_BYTES],
+                            uint64_t seq, const weft_id *id, int forked,
+                            void *payload);
+/* Calls cb for each author; a non-zero return stops with WEFT_EUSER. */
+WEFT_EXTERN int weft_db_heads(weft_db *db, weft_head_cb cb, void *payload);
+
+/* ---------------------------------------------------------------- verify */
+
+typedef struct weft_verify_report {
+	uint64_t checked;     /* events checked */
+	uint64_t bad;         /* events whose id, signature or payload is wrong */
+	uint64_t broken_links;/* events whose prev is not the author's previous id */
+	uint64_t forks;       /* (author, seq) pairs holding more than one event */
+	weft_id first_bad;    /* the first bad event, if bad > 0 */
+} weft_verify_report;
+
+/* Progress: done of total events; return non-zero to stop (WEFT_EUSER). */
+typedef int (*weft_progress_cb)(uint64_t done, uint64_t total, void *payload);
+
+/*
+ * Re-checks every stored event's id, signature and payload hash and every
+ * chain link, and counts forks. Returns WEFT_OK when all is well,
+ * WEFT_ECORRUPT when anything is bad (weft_errmsg names the first bad event
+ * and what is wrong with it), or another error if the check could not run.
+ * report may be NULL; cb may be NULL.
+ */
+WEFT_EXTERN int weft_db_verify(weft_verify_report *report, weft_db *db,
+                               weft_progress_cb cb, void *payload);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* WEFT_H */
