@@ -249,6 +249,15 @@ int weft_db_open(weft_db **out, const char *path, const weft_open_options *opts)
 		}
 	}
 
+	if (!exists) {
+		/* SQLite gives its -wal and -shm files the database's mode. */
+		char perr[PLAT_ERR_LEN];
+		if ((rc = plat_create_private(path, perr)) < 0) {
+			err_set(&db->err, rc, "%s", perr);
+			exists = rc == WEFT_EEXISTS; /* raced: not ours to remove */
+			goto fail_nodb;
+		}
+	}
 	int flags = db->readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0);
 	rc = sqlite3_open_v2(path, &db->sql, flags | SQLITE_OPEN_NOMUTEX, NULL);
 	if (rc != SQLITE_OK) {
@@ -317,11 +326,19 @@ int weft_db_open(weft_db **out, const char *path, const weft_open_options *opts)
 	*out = db;
 	return WEFT_OK;
 fail:
+fail_nodb:
+	open_fail(db, rc); /* closes the database before its files go */
+	if (!exists) {
+		char side[4096 + 8];
+		remove(path);
+		snprintf(side, sizeof(side), "%s-wal", path);
+		remove(side);
+		snprintf(side, sizeof(side), "%s-shm", path);
+		remove(side);
+	}
 	if (made_key)
 		remove(keypath);
-	if (!exists)
-		remove(path);
-	return open_fail(db, rc);
+	return rc;
 }
 
 /* ---------------------------------------------------------------- append */

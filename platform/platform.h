@@ -34,6 +34,9 @@ int plat_write_file_atomic(const char *path, const void *data, size_t len,
  * buffer. WEFT_ENOTFOUND if absent, WEFT_ELIMIT if larger than max. */
 int plat_read_file(void **out, size_t *len, const char *path, size_t max,
                    char err[PLAT_ERR_LEN]);
+/* Creates an empty file with mode 0600 (WEFT_EEXISTS if present), so
+ * that files which later fill with private data never start readable. */
+int plat_create_private(const char *path, char err[PLAT_ERR_LEN]);
 /* fsync of the directory holding path (makes a create or rename durable). */
 int plat_fsync_dir_of(const char *path, char err[PLAT_ERR_LEN]);
 

@@ -96,6 +96,15 @@ int plat_fsync_dir_of(const char *path, char err[PLAT_ERR_LEN])
 	return 0;
 }
 
+int plat_create_private(const char *path, char err[PLAT_ERR_LEN])
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return os_error(err, errno, "cannot create", path);
+	close(fd);
+	return 0;
+}
+
 static int write_all(int fd, const unsigned char *p, size_t len)
 {
 	while (len > 0) {

@@ -1,0 +1,568 @@
+/* The log store: append, chain, ingest, forks, idempotency, verify, versions. */
+#include "testutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sqlite3.h>
+#include <sodium.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/codec.h"
+#include "core/store.h"
+
+typedef struct fixture {
+	char *dir;
+	tu_clock clock;
+} fixture;
+
+static int setup(void **state)
+{
+	fixture *f = calloc(1, sizeof(*f));
+	f->dir = tu_mkdtemp();
+	f->clock.now_ms = 1700000000000ull;
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	fixture *f = *state;
+	tu_rmdir(f->dir);
+	free(f);
+	return 0;
+}
+
+static uint64_t count_events(weft_db *db)
+{
+	weft_db_stats s;
+	tu_ok(db, weft_db_stats_get(&s, db));
+	return s.events;
+}
+
+/* The encoding of a stored event, copied out. */
+static unsigned char *encoded(weft_db *db, const weft_id *id, size_t *len)
+{
+	weft_event *ev;
+	tu_ok(db, weft_db_get(&ev, db, id));
+	const void *b = weft_event_bytes(ev, len);
+	unsigned char *copy = malloc(*len);
+	memcpy(copy, b, *len);
+	weft_event_free(ev);
+	return copy;
+}
+
+static void test_store_append_links_a_signed_chain(void **state)
+{
+	fixture *f = *state;
+	weft_db *db = tu_open(f->dir, "a.db", &f->clock, 1);
+	weft_id ids[3];
+	for (int i = 0; i < 3; i++) {
+		char payload[16];
+		snprintf(payload, sizeof(payload), "note %d", i);
+		tu_ok(db, weft_db_append(&ids[i], db, "home", "note", NULL, payload, strlen(payload)));
+		f->clock.now_ms++;
+	}
+	for (int i = 0; i < 3; i++) {
+		weft_event *ev;
+		tu_ok(db, weft_db_get(&ev, db, &ids[i]));
+		assert_int_equal(weft_event_seq(ev), (uint64_t)i + 1);
+		assert_memory_equal(weft_event_author(ev), weft_db_public_key(db), 32);
+		if (i == 0)
+			assert_null(weft_event_prev(ev));
+		else
+			assert_memory_equal(weft_event_prev(ev)->bytes, ids[i - 1].bytes, 32);
+		size_t len;
+		const char *p = weft_event_payload(ev, &len);
+		char want[16];
+		snprintf(want, sizeof(want), "note %d", i);
+		assert_int_equal(len, strlen(want));
+		assert_memory_equal(p, want, len);
+		/* What the store hands out verifies on its own. */
+		size_t elen;
+		const void *bytes = weft_event_bytes(ev, &elen);
+		weft_event *again;
+		assert_int_equal(weft_event_decode(&again, bytes, elen, 0), WEFT_OK);
+		assert_memory_equal(weft_event_id(again)->bytes, ids[i].bytes, 32);
+		weft_event_free(again);
+		weft_event_free(ev);
+	}
+	weft_verify_report r;
+	tu_ok(db, weft_db_verify(&r, db, NULL, NULL));
+	assert_int_equal(r.checked, 3);
+	assert_int_equal(r.bad, 0);
+	weft_db_close(db);
+}
+
+static void test_store_commits_durably_in_wal_mode(void **state)
+{
+	fixture *f = *state;
+	weft_db *db = tu_open(f->dir, "a.db", &f->clock, 1);
+	sqlite3_stmt *st;
+	assert_int_equal(sqlite3_prepare_v2(db->sql, "PRAGMA synchronous", -1, &st, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	assert_int_equal(sqlite3_column_int(st, 0), 2); /* FULL */
+	sqlite3_finalize(st);
+	assert_int_equal(sqlite3_prepare_v2(db->sql, "PRAGMA journal_mode", -1, &st, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	assert_string_equal((const char *)sqlite3_column_text(st, 0), "wal");
+	sqlite3_finalize(st);
+	weft_db_close(db);
+}
+
+static void test_store_persists_across_reopen(void **state)
+{
+	fixture *f = *state;
+	weft_db *db = tu_open(f->dir, "a.db", &f->clock, 1);
+	weft_id a, b;
+	tu_ok(db, weft_db_append(&a, db, "home", "note", NULL, "x", 1));
+	weft_db_close(db);
+	db = tu_open(f->dir, "a.db", &f->clock, 1);
+	assert_int_equal(count_events(db), 1);
+	tu_ok(db, weft_db_append(&b, db, "home", "note", NULL, "y", 1));
+	weft_event *ev;
+	tu_ok(db, weft_db_get(&ev, db, &b));
+	assert_int_equal(weft_event_seq(ev), 2);
+	assert_memory_equal(weft_event_prev(ev)->bytes, a.bytes, 32);
+	weft_event_free(ev);
+	weft_db_close(db);
+}
+
+static void test_store_ingest_is_idempotent(void **state)
+{
+	fixture *f = *state;
+	weft_db *a = tu_open(f->dir, "a.db", &f->clock, 1);
+	weft_db *b = tu_open(f->dir, "b.db", &f->clock, 2);
+	weft_id ids[5];
+	for (int i = 0; i < 5; i++)
+		tu_ok(a, weft_db_append(&ids[i], a, "home", "note", NULL, "p", 1));
+	for (int round = 0; round < 2; round++) {
+		for (int i = 4; i >= 0; i--) { /* newest first: order does not matter */
+			size_t len;
+			unsigned char *e = encoded(a, &ids[i], &len);
+			weft_ingest_status st;
+			tu_ok(b, weft_db_ingest(&st, b, e, len));
+			assert_int_equal(st, round ? WEFT_INGEST_DUPLICATE : WEFT_INGEST_NEW);
+			free(e);
+		}
+	}
+	assert_int_equal(count_events(b), 5);
+	weft_verify_report r;
+	tu_ok(b, weft_db_verify(&r, b, NULL, NULL));
+	assert_int_equal(r.broken_links, 0);
+	weft_db_close(a);
+	weft_db_close(b);
+}
+
+static void test_store_ingest_refuses_any_flipped_byte(void **state)
+{
+	fixture *f = *state;
+	weft_db *a = tu_open(f->dir, "a.db", &f->clock, 1);
+	weft_db *b = tu_open(f->dir, "b.db", &f->clock, 2);
+	weft_id id;
+	tu_ok(a, weft_db_append(&id, a, "home", "note", "key-1", "payload", 7));
+	size_t len;
+	unsigned char *e = encoded(a, &id, &len);
+	for (size_t i = 0; i < len; i++) {
+		for (int bit = 0; bit < 8; bit++) {
+			e[i] ^= (unsigned char)(1u << bit);
+			weft_ingest_status st;
+			int rc = weft_db_ingest(&st, b, e, len);
+			if (rc >= 0)
+				print_error("flipping bit %d of byte %zu was accepted\n", bit, i);
+			assert_true(rc < 0);
+			e[i] ^= (unsigned char)(1u << bit);
+		}
+	}
+	assert_int_equal(count_events(b), 0);
+	weft_ingest_status st;
+	tu_ok(b, weft_db_ingest(&st, b, e, len));
+	assert_int_equal(count_events(b), 1);
+	free(e);
+	weft_db_close(a);
+	weft_db_close(b);
+}
+
+/* Builds an event by hand, as a misbehaving author could. */
+static unsigned char *forge(size_t *len, int seed_byte, uint64_t seq, const weft_id *prev,
+                            uint64_t hlc, const char *payload, weft_id *id)
+{
+	unsigned char seed[32], pk[32], sk[64];
+	memset(seed, seed_byte, 32);
+	crypto_sign_seed_keypair(pk, sk, seed);
+	event_fields fl = {.seq = seq, .prev = prev, .hlc = hlc, .scope = "home", .kind = "note",
+	                   .payload = payload, .payload_len = strlen(payload)};
+	struct weft_event *ev;
+	assert_int_equal(codec_event_build(&ev, &fl, sk, 0, NULL), WEFT_OK);
+	unsigned char *out = malloc(ev->enc_len);
+	memcpy(out, ev->enc, ev->enc_len);
+	*len = ev->enc_len;
+	if (id)
+		*id = ev->id;
+	codec_event_free(ev);
+	return out;
+}
+
+static int count_heads(const unsigned char *author, uint64_t seq, const weft_id *id, int forked, void *p)
+{
+	int *n = p;
+	n[0]++;
+	n[1] += forked;
+	n[2] = (int)seq;
+	return 0;
+}
+
+static void test_store_keeps_both_sides_of_a_fork(void **state)
+{
+	fixture *f = *state;
+	weft_db *b = tu_open(f->dir, "b.db", &f->clock, 2);
+	uint64_t t = (f->clock.now_ms - 1000) << 16;
+	weft_id first, x, y;
+	size_t l1, l2, l3;
+	unsigned char *e1 = forge(&l1, 7, 1, NULL, t, "genesis", &first);
+	unsigned char *e2 = forge(&l2, 7, 2, &first, t + 1, "left", &x);
+	unsigned char *e3 = forge(&l3, 7, 2, &first, t + 2, "right", &y);
+	weft_ingest_status st;
+	tu_ok(b, weft_db_ingest(&st, b, e1, l1));
+	tu_ok(b, weft_db_ingest(&st, b, e2, l2));
+	assert_int_equal(st, WEFT_INGEST_NEW);
+	tu_ok(b, weft_db_ingest(&st, b, e3, l3));
+	assert_int_equal(st, WEFT_INGEST_FORK);
+	/* Both are evidence: neither overwrote the other. */
+	weft_event *ev;
+	tu_ok(b, weft_db_get(&ev, b, &x));
+	weft_event_free(ev);
+	tu_ok(b, weft_db_get(&ev, b, &y));
+	weft_event_free(ev);
+	weft_db_stats s;
+	tu_ok(b, weft_db_stats_get(&s, b));
+	assert_int_equal(s.events, 3);
+	assert_int_equal(s.forked_authors, 1);
+	int heads[3] = {0};
+	tu_ok(b, weft_db_heads(b, count_heads, heads));
+	assert_int_equal(heads[0], 1);
+	assert_int_equal(heads[1], 1);
+	assert_int_equal(heads[2], 2);
+	weft_verify_report r;
+	tu_ok(b, weft_db_verify(&r, b, NULL, NULL));
+	assert_int_equal(r.forks, 1);
+	free(e1), free(e2), free(e3);
+	weft_db_close(b);
+}
+
+static void test_store_idempotency_key_writes_once(void **state)
+{
+	fixture *f = *state;
+	weft_db *a = tu_open(f->dir, "a.db", &f->clock, 1);
+	weft_id first, again, other;
+	tu_ok(a, weft_db_append(&first, a, "home", "order", "order-42", "buy", 3));
+	tu_expect(a, weft_db_append(&again, a, "home", "order", "order-42", "buy!", 4), WEFT_DUPLICATE);
+	assert_memory_equal(first.bytes, again.bytes, 32);
+	assert_int_equal(count_events(a), 1);
+	/* Keys are per scope. */
+	tu_ok(a, weft_db_append(&other, a, "work", "order", "order-42", "buy", 3));
+	assert_memory_not_equal(first.bytes, other.bytes, 32);
+	assert_int_equal(count_events(a), 2);
+	/* A key used on another device counts too once its event arrived. */
+	weft_db *b = tu_open(f->dir, "b.db", &f->clock, 2);
+	size_t len;
+	unsigned char *e = encoded(a, &first, &len);
+	weft_ingest_status st;
+	tu_ok(b, weft_db_ingest(&st, b, e, len));
+	tu_expect(b, weft_db_append(&again, b, "home", "order", "order-42", "buy", 3), WEFT_DUPLICATE);
+	assert_memory_equal(first.bytes, again.bytes, 32);
+	assert_int_equal(count_events(b), 1);
+	free(e);
+	weft_db_close(a);
+	weft_db_close(b);
+}
+
+static void test_store_batch_refuses_bad_events_alone(void **state)
+{
+	fixture *f = *state;
+	weft_db *a = tu_open(f->dir, "a.db", &f->clock, 1);
+	weft_db *b = tu_open(f->dir, "b.db", &f->clock, 2);
+	weft_id i1, i2;
+	tu_ok(a, weft_db_append(&i1, a, "home", "note", NULL, "one", 3));
+	tu_ok(a, weft_db_append(&i2, a, "home", "note", NULL, "two", 3));
+	size_t l1, l2;
+	unsigned char *e1 = encoded(a, &i1, &l1);
+	unsigned char *e2 = encoded(a, &i2, &l2);
+	unsigned char *bad = malloc(l2);
+	memcpy(bad, e2, l2);
+	bad[l2 - 1] ^= 1; /* payload altered */
+	weft_bytes batch[4] = {{e1, l1}, {bad, l2}, {e2, l2}, {e1, l1}};
+	int result[4];
+	tu_ok(b, weft_db_ingest_batch(result, b, batch, 4));
+	assert_int_equal(result[0], WEFT_INGEST_NEW);
+	assert_int_equal(result[1], WEFT_EAUTH);
+	assert_int_equal(result[2], WEFT_INGEST_NEW);
+	assert_int_equal(result[3], WEFT_INGEST_DUPLICATE);
+	assert_non_null(strstr(weft_errmsg(b), "event 1 of the batch"));
+	assert_int_equal(count_events(b), 2);
+	free(e1), free(e2), free(bad);
+	weft_db_close(a);
+	weft_db_close(b);
+}
+
+static void test_store_refuses_events_from_the_future(void **state)
+{
+	fixture *f = *state;
+	weft_db *b = tu_open(f->dir, "b.db", &f->clock, 2);
+	weft_db_stats before, after;
+	tu_ok(b, weft_db_stats_get(&before, b));
+	size_t len;
+	uint64_t far = (f->clock.now_ms + WEFT_DRIFT_DEFAULT_MS + 1) << 16;
+	unsigned char *e = forge(&len, 9, 1, NULL, far, "later", NULL);
+	weft_ingest_status st;
+	tu_expect(b, weft_db_ingest(&st, b, e, len), WEFT_EFUTURE);
+	tu_ok(b, weft_db_stats_get(&after, b));
+	assert_int_equal(after.events, 0);
+	assert_int_equal(after.hlc, before.hlc);
+	/* Once the local clock catches up, the same event is welcome. */
+	f->clock.now_ms += 2;
+	tu_ok(b, weft_db_ingest(&st, b, e, len));
+	free(e);
+	weft_db_close(b);
+}
+
+static void test_store_restored_device_continues_its_chain(void **state)
+{
+	fixture *f = *state;
+	weft_db *a = tu_open(f->dir, "a.db", &f->clock, 1);
+	weft_id ids[3], next;
+	for (int i = 0; i < 3; i++)
+		tu_ok(a, weft_db_append(&ids[i], a, "home", "note", NULL, "p", 1));
+	/* Same key, new database: its own events come back from a peer first. */
+	weft_db *a2 = tu_open(f->dir, "a2.db", &f->clock, 1);
+	for (int i = 0; i < 3; i++) {
+		size_t len;
+		unsigned char *e = encoded(a, &ids[i], &len);
+		weft_ingest_status st;
+		tu_ok(a2, weft_db_ingest(&st, a2, e, len));
+		free(e);
+	}
+	tu_ok(a2, weft_db_append(&next, a2, "home", "note", NULL, "q", 1));
+	weft_event *ev;
+	tu_ok(a2, weft_db_get(&ev, a2, &next));
+	assert_int_equal(weft_event_seq(ev), 4);
+	assert_memory_equal(weft_event_prev(ev)->bytes, ids[2].bytes, 32);
+	weft_event_free(ev);
+	weft_db_stats s;
+	tu_ok(a2, weft_db_stats_get(&s, a2));
+	assert_int_equal(s.forked_authors, 0);
+	assert_int_equal(s.own_events, 4);
+	weft_db_close(a);
+	weft_db_close(a2);
+}
+
+static void tamper(const char *path, const char *sql)
+{
+	sqlite3 *s;
+	assert_int_equal(sqlite3_open(path, &s), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(s, sql, NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(s);
+}
+
+static void test_store_verify_names_a_tampered_event(void **state)
+{
+	fixture *f = *state;
+	weft_db *a = tu_open(f->dir, "a.db", &f->clock, 1);
+	weft_id ids[3];
+	for (int i = 0; i < 3; i++)
+		tu_ok(a, weft_db_append(&ids[i], a, "home", "note", NULL, "abc", 3));
+	weft_db_close(a);
+	tamper(tu_path(f->dir, "a.db"), "UPDATE weft_event SET payload = X'616263FF' WHERE seq = 2");
+	a = tu_open(f->dir, "a.db", &f->clock, 1);
+	weft_verify_report r;
+	tu_expect(a, weft_db_verify(&r, a, NULL, NULL), WEFT_ECORRUPT);
+	assert_int_equal(r.checked, 3);
+	assert_int_equal(r.bad, 1);
+	assert_memory_equal(r.first_bad.bytes, ids[1].bytes, 32);
+	char hex[65];
+	assert_non_null(strstr(weft_errmsg(a), weft_id_to_hex(hex, &ids[1])));
+	weft_db_close(a);
+
+	/* A changed header field breaks the id; a swapped signature breaks
+	 * the signature check. */
+	tamper(tu_path(f->dir, "a.db"), "UPDATE weft_event SET payload = X'616263', kind = 'other' WHERE seq = 2");
+	a = tu_open(f->dir, "a.db", &f->clock, 1);
+	tu_expect(a, weft_db_verify(&r, a, NULL, NULL), WEFT_ECORRUPT);
+	assert_memory_equal(r.first_bad.bytes, ids[1].bytes, 32);
+	weft_db_close(a);
+	tamper(tu_path(f->dir, "a.db"), "UPDATE weft_event SET kind = 'note' WHERE seq = 2; "
+	       "UPDATE weft_event SET sig = (SELECT sig FROM weft_event WHERE seq = 1) WHERE seq = 3");
+	a = tu_open(f->dir, "a.db", &f->clock, 1);
+	tu_expect(a, weft_db_verify(&r, a, NULL, NULL), WEFT_ECORRUPT);
+	assert_int_equal(r.bad, 1);
+	assert_memory_equal(r.first_bad.bytes, ids[2].bytes, 32);
+	assert_non_null(strstr(weft_errmsg(a), "signature"));
+	weft_db_close(a);
+}
+
+static int stop_early(uint64_t done, uint64_t total, void *p)
+{
+	*(uint64_t *)p = total;
+	return 1;
+}
+
+static void test_store_verify_reports_progress_and_can_stop(void **state)
+{
+	fixture *f = *state;
+	weft_db *a = tu_open(f->dir, "a.db", &f->clock, 1);
+	weft_id id;
+	for (int i = 0; i < 1100; i++)
+		tu_ok(a, weft_db_append(&id, a, "home", "note", NULL, "p", 1));
+	uint64_t total = 0;
+	tu_expect(a, weft_db_verify(NULL, a, stop_early, &total), WEFT_EUSER);
+	assert_int_equal(total, 1100);
+	weft_db_close(a);
+}
+
+static void test_store_refuses_newer_schema_and_foreign_files(void **state)
+{
+	fixture *f = *state;
+	weft_db *a = tu_open(f->dir, "a.db", &f->clock, 1);
+	weft_db_close(a);
+	tamper(tu_path(f->dir, "a.db"), "PRAGMA user_version = 99");
+	weft_open_options o = WEFT_OPEN_OPTIONS_INIT;
+	unsigned char seed[32];
+	memset(seed, 1, 32);
+	o.secret_key = seed;
+	assert_int_equal(weft_db_open(&a, tu_path(f->dir, "a.db"), &o), WEFT_EVERSION);
+	assert_null(a);
+	assert_non_null(strstr(weft_error_last(), "newer weft"));
+
+	tamper(tu_path(f->dir, "other.db"), "CREATE TABLE t(x)");
+	assert_int_equal(weft_db_open(&a, tu_path(f->dir, "other.db"), &o), WEFT_ECORRUPT);
+	assert_non_null(strstr(weft_error_last(), "not a weft store"));
+
+	assert_int_equal(weft_db_open(&a, tu_path(f->dir, "missing.db"), NULL), WEFT_ENOTFOUND);
+	assert_non_null(strstr(weft_error_last(), "weft init"));
+	assert_false(access(tu_path(f->dir, "missing.db"), F_OK) == 0);
+}
+
+static void test_store_new_files_are_private(void **state)
+{
+	fixture *f = *state;
+	weft_db *a = tu_open(f->dir, "a.db", &f->clock, 0);
+	weft_id id;
+	tu_ok(a, weft_db_append(&id, a, "home", "note", NULL, "p", 1));
+	struct stat st;
+	assert_int_equal(stat(tu_path(f->dir, "a.db"), &st), 0);
+	assert_int_equal(st.st_mode & 077, 0);
+	assert_int_equal(stat(tu_path(f->dir, "a.db.key"), &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	weft_db_close(a);
+}
+
+static void test_store_readonly_refuses_writes(void **state)
+{
+	fixture *f = *state;
+	weft_db *a = tu_open(f->dir, "a.db", &f->clock, 1);
+	weft_db_close(a);
+	weft_open_options o = WEFT_OPEN_OPTIONS_INIT;
+	o.flags = WEFT_OPEN_READONLY;
+	tu_ok(NULL, weft_db_open(&a, tu_path(f->dir, "a.db"), &o));
+	weft_id id;
+	tu_expect(a, weft_db_append(&id, a, "home", "note", NULL, "p", 1), WEFT_EPERM);
+	assert_non_null(strstr(weft_errmsg(a), "read-only"));
+	weft_db_close(a);
+}
+
+static void test_store_iterates_in_time_order_with_filters(void **state)
+{
+	fixture *f = *state;
+	weft_db *a = tu_open(f->dir, "a.db", &f->clock, 1);
+	weft_id id;
+	for (int i = 0; i < 10; i++) {
+		f->clock.now_ms += 10;
+		tu_ok(a, weft_db_append(&id, a, i % 2 ? "odd" : "even", "note", NULL, "p", 1));
+	}
+	weft_iter_options o = WEFT_ITER_OPTIONS_INIT;
+	o.scope = "odd";
+	weft_iter *it;
+	tu_ok(a, weft_db_iter(&it, a, &o));
+	const weft_event *ev;
+	uint64_t last = 0;
+	int n = 0, rc;
+	while ((rc = weft_iter_next(&ev, it)) == WEFT_OK) {
+		assert_string_equal(weft_event_scope(ev), "odd");
+		assert_true(weft_event_hlc(ev) > last);
+		last = weft_event_hlc(ev);
+		n++;
+	}
+	assert_int_equal(rc, WEFT_ITEROVER);
+	assert_int_equal(n, 5);
+	weft_iter_free(it);
+	/* A time window: [from, to). */
+	o.scope = NULL;
+	o.from_hlc = (f->clock.now_ms - 50) << 16;
+	o.to_hlc = (f->clock.now_ms - 10) << 16;
+	tu_ok(a, weft_db_iter(&it, a, &o));
+	n = 0;
+	while (weft_iter_next(&ev, it) == WEFT_OK)
+		n++;
+	assert_int_equal(n, 4);
+	weft_iter_free(it);
+	weft_db_close(a);
+}
+
+static void test_store_survives_allocation_failures(void **state)
+{
+	fixture *f = *state;
+	weft_db *a = tu_open(f->dir, "a.db", &f->clock, 1);
+	weft_db *b = tu_open(f->dir, "b.db", &f->clock, 2);
+	uint64_t written = 0;
+	for (unsigned long n = 1; n < 40; n++) {
+		weft_id id;
+		alloc_fail_after(n);
+		int rc = weft_db_append(&id, a, "home", "note", NULL, "p", 1);
+		alloc_fail_after(0);
+		assert_true(rc == WEFT_OK || rc == WEFT_ENOMEM);
+		written += rc == WEFT_OK;
+		assert_int_equal(count_events(a), written);
+		if (rc == WEFT_OK) {
+			size_t len;
+			unsigned char *e = encoded(a, &id, &len);
+			weft_ingest_status st;
+			alloc_fail_after(n);
+			rc = weft_db_ingest(&st, b, e, len);
+			alloc_fail_after(0);
+			assert_true(rc == WEFT_OK || rc == WEFT_ENOMEM);
+			free(e);
+		}
+	}
+	assert_true(written > 0);
+	tu_ok(a, weft_db_verify(NULL, a, NULL, NULL));
+	tu_ok(b, weft_db_verify(NULL, b, NULL, NULL));
+	weft_db_close(a);
+	weft_db_close(b);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_store_append_links_a_signed_chain, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_commits_durably_in_wal_mode, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_persists_across_reopen, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_ingest_is_idempotent, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_ingest_refuses_any_flipped_byte, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_keeps_both_sides_of_a_fork, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_idempotency_key_writes_once, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_batch_refuses_bad_events_alone, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_refuses_events_from_the_future, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_restored_device_continues_its_chain, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_verify_names_a_tampered_event, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_verify_reports_progress_and_can_stop, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_refuses_newer_schema_and_foreign_files, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_new_files_are_private, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_readonly_refuses_writes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_iterates_in_time_order_with_filters, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_survives_allocation_failures, setup, teardown),
+	};
+	return cmocka_run_group_tests_name("store", tests, NULL, NULL);
+}
