@@ -14,6 +14,16 @@ static const cli_command commands[] = {
 	{"heads", "", "show each author's latest event and fork flag", cmd_heads},
 	{"export", "[--scope S] [--out FILE]", "write events as a stream another store can import", cmd_export},
 	{"import", "FILE|-", "verify and store events exported by another store", cmd_import},
+	{"schema", "apply FILE.sql | show", "declare the derived tables (re-derives them from the log)", cmd_schema},
+	{"put", "TABLE PK COL=VAL... [--scope S] [--idem K]", "set columns of a row (one signed event)", cmd_put},
+	{"del", "TABLE PK [--scope S] [--idem K]", "delete a row", cmd_del},
+	{"incr", "TABLE PK COL=DELTA... [--scope S] [--idem K]", "add to counter columns", cmd_incr},
+	{"query", "\"SELECT ...\" [--json]", "read derived tables", cmd_query},
+	{"rebuild", "", "drop and re-derive every derived table from the log", cmd_rebuild},
+	{"conflicts", "", "list rows that lost a UNIQUE value", cmd_conflicts},
+	{"duplicates", "", "list events whose idempotency key was used before", cmd_duplicates},
+	{"feed", "NAME [--no-ack]", "print row changes since NAME's cursor as JSON lines, then ack", cmd_feed},
+	{"blame", "TABLE PK", "which event set each column's current value", cmd_blame},
 };
 
 static void usage(FILE *f)

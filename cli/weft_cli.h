@@ -51,5 +51,15 @@ int cmd_verify(cli *c);
 int cmd_export(cli *c);
 int cmd_import(cli *c);
 int cmd_heads(cli *c);
+int cmd_schema(cli *c);
+int cmd_put(cli *c);
+int cmd_del(cli *c);
+int cmd_incr(cli *c);
+int cmd_query(cli *c);
+int cmd_rebuild(cli *c);
+int cmd_conflicts(cli *c);
+int cmd_duplicates(cli *c);
+int cmd_feed(cli *c);
+int cmd_blame(cli *c);
 
 #endif

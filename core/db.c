@@ -6,6 +6,7 @@
 
 #include "core/alloc.h"
 #include "core/hlc.h"
+#include "core/project.h"
 #include "core/store.h"
 #include "platform/platform.h"
 
@@ -104,6 +105,7 @@ static int create_schema(weft_db *db)
 	snprintf(sql, sizeof(sql), "PRAGMA application_id = %d; PRAGMA user_version = %d;",
 	         STORE_APPLICATION_ID, STORE_SCHEMA_VERSION);
 	if ((rc = store_exec(db, schema_v1, "creating the store")) < 0 ||
+	    (rc = store_exec(db, project_schema_sql, "creating the store")) < 0 ||
 	    (rc = store_exec(db, sql, "creating the store")) < 0)
 		goto fail;
 	sqlite3_stmt *st = store_stmt(db, STMT_META_SET);
@@ -164,6 +166,7 @@ static int self_ref(weft_db *db)
 
 static void db_free(weft_db *db)
 {
+	project_unload(db);
 	for (int i = 0; i < STMT__COUNT; i++)
 		sqlite3_finalize(db->stmts[i]);
 	if (db->sql)
@@ -320,7 +323,7 @@ int weft_db_open(weft_db **out, const char *path, const weft_open_options *opts)
 		             "(the store belongs to %s); use that device's key file", db->id.device_id, a);
 		goto fail;
 	}
-	if ((rc = self_ref(db)) < 0)
+	if ((rc = self_ref(db)) < 0 || (rc = project_load(db)) < 0)
 		goto fail;
 	err_clear(&db->err);
 	*out = db;
@@ -435,9 +438,7 @@ int weft_db_append(weft_id *out, weft_db *db, const char *scope, const char *kin
 	codec_event_free(ev);
 	if (rc < 0)
 		goto fail;
-	if ((rc = store_commit(db)) < 0)
-		return rc;
-	return WEFT_OK;
+	return store_commit_events(db);
 fail:
 	store_rollback(db);
 	return rc;
@@ -507,7 +508,7 @@ int weft_db_ingest_batch(int *result, weft_db *db, const weft_bytes *events, siz
 	}
 	if (clock != last && (rc = store_hlc_set(db, clock)) < 0)
 		goto fail;
-	if ((rc = store_commit(db)) < 0)
+	if ((rc = store_commit_events(db)) < 0)
 		goto fail;
 	if (first_refusal.code)
 		err_copy(&db->err, &first_refusal);

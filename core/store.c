@@ -5,6 +5,7 @@
 
 #include "core/alloc.h"
 #include "core/hlc.h"
+#include "core/project.h"
 #include "platform/platform.h"
 
 static const char *const stmt_sql[STMT__COUNT] = {
@@ -27,6 +28,26 @@ static const char *const stmt_sql[STMT__COUNT] = {
 		"SELECT seq, id FROM weft_event WHERE author = ?1 ORDER BY seq DESC, id LIMIT 1",
 	[STMT_META_GET] = "SELECT value FROM weft_meta WHERE key = ?1",
 	[STMT_META_SET] = "INSERT OR REPLACE INTO weft_meta(key, value) VALUES (?1, ?2)",
+	[STMT_OP_INSERT] =
+		"INSERT INTO weft_op(event, idx, tbl, pk, col, kind, value) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+	[STMT_ROW_OPS] =
+		"SELECT o.kind, o.col, o.value, o.idx, e.hlc, a.pk, e.id FROM weft_op o "
+		"JOIN weft_event e ON e.n = o.event JOIN weft_author a ON a.ref = e.author "
+		"WHERE o.tbl = ?1 AND o.pk = ?2",
+	[STMT_EFFECT_GET] =
+		"SELECT f.event, e.hlc, e.id FROM weft_effect f JOIN weft_event e ON e.n = f.event "
+		"WHERE f.scope = ?1 AND f.idem = ?2",
+	[STMT_EFFECT_SET] = "INSERT OR REPLACE INTO weft_effect(scope, idem, event) VALUES (?1, ?2, ?3)",
+	[STMT_DUP_INSERT] = "INSERT OR REPLACE INTO weft_dup(event, winner) VALUES (?1, ?2)",
+	[STMT_DUP_MOVE] = "UPDATE weft_dup SET winner = ?2 WHERE winner = ?1",
+	[STMT_PENDING_ADD] = "INSERT OR IGNORE INTO temp.weft_pending(tbl, pk) VALUES (?1, ?2)",
+	[STMT_EVENT_OPS_ROWS] =
+		"INSERT OR IGNORE INTO temp.weft_pending(tbl, pk) SELECT tbl, pk FROM weft_op WHERE event = ?1",
+	[STMT_OPS_DELETE_EVENT] = "DELETE FROM weft_op WHERE event = ?1",
+	[STMT_TOUCHED_GET] = "SELECT 1 FROM temp.weft_touched WHERE tbl = ?1 AND pk = ?2",
+	[STMT_TOUCHED_ADD] =
+		"INSERT INTO temp.weft_touched(tbl, pk, existed, old, event) VALUES (?1, ?2, ?3, ?4, ?5)",
+	[STMT_TOUCHED_EVENT] = "UPDATE temp.weft_touched SET event = ?3 WHERE tbl = ?1 AND pk = ?2",
 };
 
 int store_sqlite_error(weft_db *db, int rc, const char *doing)
@@ -108,6 +129,7 @@ int store_commit(weft_db *db)
 
 void store_rollback(weft_db *db)
 {
+	db->txn_changes = 0;
 	if (!sqlite3_get_autocommit(db->sql))
 		sqlite3_exec(db->sql, "ROLLBACK", NULL, NULL, NULL);
 }
@@ -244,6 +266,23 @@ int store_insert_event(weft_db *db, const struct weft_event *ev,
 	sqlite3_clear_bindings(st);
 	if (rc != SQLITE_DONE)
 		return store_sqlite_error(db, rc, "storing an event");
+	return project_event(db, ev, sqlite3_last_insert_rowid(db->sql), scope);
+}
+
+int store_commit_events(weft_db *db)
+{
+	int rc = project_finish(db);
+	if (rc < 0) {
+		store_rollback(db);
+		db->txn_changes = 0;
+		return rc;
+	}
+	uint64_t changes = db->txn_changes;
+	db->txn_changes = 0;
+	if ((rc = store_commit(db)) < 0)
+		return rc;
+	if (changes && db->on_commit)
+		db->on_commit(changes, db->on_commit_payload);
 	return WEFT_OK;
 }
 

@@ -29,6 +29,18 @@ enum store_stmt {
 	STMT_OWN_HEAD,
 	STMT_META_GET,
 	STMT_META_SET,
+	STMT_OP_INSERT,
+	STMT_ROW_OPS,
+	STMT_EFFECT_GET,
+	STMT_EFFECT_SET,
+	STMT_DUP_INSERT,
+	STMT_DUP_MOVE,
+	STMT_PENDING_ADD,
+	STMT_EVENT_OPS_ROWS,
+	STMT_OPS_DELETE_EVENT,
+	STMT_TOUCHED_GET,
+	STMT_TOUCHED_ADD,
+	STMT_TOUCHED_EVENT,
 	STMT__COUNT
 };
 
@@ -44,6 +56,15 @@ struct weft_db {
 	sqlite3_stmt *stmts[STMT__COUNT];
 	int64_t self_ref; /* weft_author.ref of this device */
 	weft_err err;
+	/* Derived tables (core/project.c). */
+	struct schema *schema; /* current declared schema, or NULL */
+	int schema_version;
+	struct proj_cache *proj; /* prepared statements per declared table */
+	int rebuilding;          /* ops are collected, rows derived at the end */
+	weft_id cur_event;       /* the event being applied, for the feed */
+	uint64_t txn_changes;    /* rows changed in the open transaction */
+	weft_commit_cb on_commit;
+	void *on_commit_payload;
 };
 
 /* A prepared, reset statement from the handle's cache. */
@@ -69,6 +90,9 @@ int store_hlc_set(weft_db *db, uint64_t hlc);
  */
 int store_insert_event(weft_db *db, const struct weft_event *ev,
                        weft_ingest_status *status);
+/* Commits a write transaction that stored events: first finishes derived
+ * work (change feed), then COMMIT, then tells the commit callback. */
+int store_commit_events(weft_db *db);
 
 /* Reads the event at the current row of a statement whose columns are
  * STORE_EVENT_COLUMNS, re-deriving and checking its encoding. */

@@ -349,6 +349,178 @@ typedef int (*weft_progress_cb)(uint64_t done, uint64_t total, void *payload);
 WEFT_EXTERN int weft_db_verify(weft_verify_report *report, weft_db *db,
                                weft_progress_cb cb, void *payload);
 
+
+/* -------------------------------------------------------- derived tables */
+
+/*
+ * Apps declare tables with SQL DDL and write rows through weft
+ * transactions; weft keeps them as ordinary SQLite tables in the same
+ * database, which any SQLite client may read (writes from elsewhere are
+ * refused). Every device that has seen the same events holds identical
+ * tables; docs/MERGE.md gives the rules.
+ */
+
+/*
+ * Declares the complete schema: one or more CREATE TABLE statements in a
+ * checked subset of SQL (column types INTEGER, REAL, TEXT, BLOB; column
+ * constraints PRIMARY KEY (exactly one per table, INTEGER/TEXT/BLOB), UNIQUE,
+ * NOT NULL, DEFAULT literal). A declaration identical to the current one is
+ * a no-op; otherwise it becomes a new schema version and every derived
+ * table is re-derived from the log (values already in the log for new
+ * columns and tables appear). Tables left out are dropped (their data stays
+ * in the log). WEFT_EINVAL with the line and the offending word for
+ * anything outside the subset.
+ */
+WEFT_EXTERN int weft_schema_define(weft_db *db, const char *ddl);
+/* The current schema version (0: none) and its DDL (borrowed, may be NULL). */
+WEFT_EXTERN int weft_schema_version(int *version, const char **ddl, weft_db *db);
+
+/* A value of one of SQLite's storage classes. */
+typedef enum weft_type {
+	WEFT_NULL = 0,
+	WEFT_INTEGER = 1,
+	WEFT_REAL = 2,
+	WEFT_TEXT = 3,
+	WEFT_BLOB = 4
+} weft_type;
+
+typedef struct weft_value {
+	weft_type type;
+	int64_t i;     /* WEFT_INTEGER */
+	double r;      /* WEFT_REAL (NaN is refused) */
+	const void *p; /* WEFT_TEXT (UTF-8, no NUL needed) / WEFT_BLOB */
+	size_t n;      /* bytes at p */
+} weft_value;
+
+/* Value constructors; text and blob point at the caller's bytes. */
+WEFT_EXTERN weft_value weft_null(void);
+WEFT_EXTERN weft_value weft_int(int64_t i);
+WEFT_EXTERN weft_value weft_real(double r);
+WEFT_EXTERN weft_value weft_text(const char *s);
+WEFT_EXTERN weft_value weft_textn(const char *s, size_t n);
+WEFT_EXTERN weft_value weft_blob(const void *p, size_t n);
+
+typedef struct weft_txn weft_txn;
+
+/*
+ * Starts a weft transaction: any number of row operations that commit as
+ * one signed event in scope, applied atomically. idem_key (NULL: none)
+ * makes the operation take effect once: if an event in the same scope
+ * already carries the key — from this device or any other — commit writes
+ * nothing and returns WEFT_DUPLICATE; if two devices used it offline, only
+ * the earliest event by (HLC, id) takes effect everywhere.
+ * Nothing touches the store until weft_txn_commit.
+ */
+WEFT_EXTERN int weft_txn_begin(weft_txn **out, weft_db *db, const char *scope,
+                               const char *idem_key);
+/* Sets one column of the row with primary key pk (creating the row). */
+WEFT_EXTERN int weft_txn_set(weft_txn *t, const char *table, weft_value pk,
+                             const char *column, weft_value value);
+/* Deletes the row; a later write revives it with only the newer columns. */
+WEFT_EXTERN int weft_txn_delete(weft_txn *t, const char *table, weft_value pk);
+/* Adds delta to an INTEGER column, merged as a sum across devices. */
+WEFT_EXTERN int weft_txn_incr(weft_txn *t, const char *table, weft_value pk,
+                              const char *column, int64_t delta);
+/*
+ * Signs and appends the event, applies it to the tables, and frees t (also
+ * on failure). out (may be NULL) receives the event id, or for
+ * WEFT_DUPLICATE the earlier event's id. Errors: those of weft_db_append.
+ * Operation errors (unknown table or column, wrong type, NULL in a NOT NULL
+ * column) are reported by the weft_txn_* call that made them.
+ */
+WEFT_EXTERN int weft_txn_commit(weft_id *out, weft_txn *t);
+/* Discards the transaction and frees it. NULL is fine. */
+WEFT_EXTERN void weft_txn_abort(weft_txn *t);
+
+/*
+ * Drops and re-derives every derived table from the log. The result is
+ * identical to the incrementally maintained tables. cb (may be NULL) sees
+ * progress over events.
+ */
+WEFT_EXTERN int weft_db_rebuild(weft_db *db, weft_progress_cb cb, void *payload);
+
+/* A uniqueness conflict: loser_pk's row lost column's value to winner_pk. */
+typedef struct weft_conflict {
+	const char *table;
+	const char *column;
+	weft_value value;
+	weft_value winner_pk;
+	weft_value loser_pk;
+	weft_id loser_event; /* the event whose write lost */
+} weft_conflict;
+
+typedef int (*weft_conflict_cb)(const weft_conflict *c, void *payload);
+/* Calls cb for each current conflict (values borrowed for the call). The app
+ * resolves one by writing new events (e.g. giving the loser another value). */
+WEFT_EXTERN int weft_db_conflicts(weft_db *db, weft_conflict_cb cb, void *payload);
+
+/* Events with an idempotency key that did not take effect (an earlier event in
+ * the same scope carried the key). */
+typedef int (*weft_duplicate_cb)(const weft_id *event, const weft_id *winner,
+                                 const char *scope, const char *idem_key, void *payload);
+WEFT_EXTERN int weft_db_duplicates(weft_db *db, weft_duplicate_cb cb, void *payload);
+
+/* Who set a column's current value: one call per column of the row. For a
+ * counter, event is the latest contributing write and contributions counts
+ * the writes summed. */
+typedef struct weft_blame {
+	const char *column;
+	weft_value value;
+	weft_id event;
+	const unsigned char *author; /* 32-byte public key */
+	uint64_t hlc;
+	uint64_t contributions;
+} weft_blame;
+typedef int (*weft_blame_cb)(const weft_blame *b, void *payload);
+/* WEFT_ENOTFOUND if the row does not exist. */
+WEFT_EXTERN int weft_db_blame(weft_db *db, const char *table, weft_value pk,
+                              weft_blame_cb cb, void *payload);
+
+/* A result row of weft_db_query; names and values borrowed for the call. */
+typedef int (*weft_row_cb)(int ncols, const char *const *names, const weft_value *values,
+                           void *payload);
+/*
+ * Runs one read-only SQL statement (SELECT, or a read-only PRAGMA) and calls
+ * cb per row; a non-zero return stops with WEFT_EUSER. Statements that
+ * would write are refused with WEFT_EPERM: derived tables change only
+ * through weft transactions. SQL errors are WEFT_EINVAL with SQLite's text.
+ */
+WEFT_EXTERN int weft_db_query(weft_db *db, const char *sql, weft_row_cb cb, void *payload);
+
+/* ------------------------------------------------------------ change feed */
+
+typedef enum weft_change_op { WEFT_CHANGE_UPSERT = 1, WEFT_CHANGE_DELETE = 2 } weft_change_op;
+
+/* One row change, borrowed until the next weft_feed_next. */
+typedef struct weft_change {
+	uint64_t seq;          /* position in the feed, for weft_feed_ack */
+	const char *table;
+	weft_value pk;
+	weft_change_op op;
+	const char *columns;   /* changed columns, comma-separated ("" for delete) */
+	weft_id event;         /* the event that caused it (zero for rebuilds) */
+} weft_change;
+
+typedef struct weft_feed weft_feed;
+
+/*
+ * Opens the named consumer's feed (created at the current end of the feed
+ * if new). Changes after its durable cursor are delivered in order;
+ * weft_feed_ack makes the cursor durable. A consumer that crashes before
+ * acking sees the same changes again; acked ones never come back.
+ */
+WEFT_EXTERN int weft_feed_open(weft_feed **out, weft_db *db, const char *name);
+/* WEFT_ITEROVER when the consumer is up to date. */
+WEFT_EXTERN int weft_feed_next(const weft_change **out, weft_feed *f);
+/* Acknowledges everything up to and including seq. */
+WEFT_EXTERN int weft_feed_ack(weft_feed *f, uint64_t seq);
+WEFT_EXTERN void weft_feed_free(weft_feed *f);
+
+/* Called after every commit that changed derived tables (local or remote),
+ * for UI refresh. Runs on the committing thread; must not call into db. */
+typedef void (*weft_commit_cb)(uint64_t changes, void *payload);
+WEFT_EXTERN int weft_db_on_commit(weft_db *db, weft_commit_cb cb, void *payload);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,50 @@
+/*
+ * Row operations: the payload of events of kind "weft.rows" (docs/MERGE.md
+ * gives the bytes). Decoding is two-pass: the whole payload is checked
+ * before the first operation is reported, so a bad payload has no effect.
+ */
+#ifndef WEFT_CORE_ROWS_H
+#define WEFT_CORE_ROWS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/error.h"
+#include "weft.h"
+
+#define ROWS_KIND "weft.rows"
+#define ROWS_FORMAT_VERSION 1
+#define ROWS_MAX_OPS 65536
+#define ROWS_MAX_COLS 256
+
+typedef enum rowop_kind { ROWOP_PUT = 0, ROWOP_DELETE = 1, ROWOP_INCR = 2 } rowop_kind;
+
+/*
+ * One cell-level operation. A put of several columns is reported once per
+ * column (a put of no columns once, with col NULL). idx numbers the cells
+ * of the event in order: later cells of one event win over earlier ones.
+ */
+typedef struct rowop_cell {
+	rowop_kind kind;
+	uint32_t idx;
+	const char *table; /* lowercase, NUL-terminated (copied) */
+	weft_value pk;
+	const char *col;   /* NULL for a delete or a column-less put */
+	weft_value value;  /* put: the value; incr: WEFT_INTEGER delta */
+} rowop_cell;
+
+typedef int (*rows_cell_cb)(const rowop_cell *c, void *ctx);
+
+/* Checks the payload, then calls cb for each cell. WEFT_ECORRUPT (with the
+ * byte offset) if the payload is malformed; cb's negative return stops. */
+int rows_decode(const void *payload, size_t len, rows_cell_cb cb, void *ctx, weft_err *err);
+
+/* Encoding of one value; the value codec is shared with the change feed. */
+size_t rows_value_size(const weft_value *v);
+unsigned char *rows_value_put(unsigned char *p, const weft_value *v);
+/* Reads a value at *p (advancing it); -1 if malformed or past end. */
+int rows_value_get(weft_value *v, const unsigned char **p, const unsigned char *end);
+/* Total order and equality on values (type, then content). */
+int rows_value_cmp(const weft_value *a, const weft_value *b);
+
+#endif
