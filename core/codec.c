@@ -185,7 +185,7 @@ int codec_event_build(struct weft_event **out, const event_fields *f,
 		               f->payload_len, limit);
 	if (f->payload_len && !f->payload)
 		return err_set(err, WEFT_EINVAL, "payload is NULL but payload_len is %zu", f->payload_len);
-	if (f->seq == 0 || (f->seq == 1) != (f->prev == NULL) || f->hlc > EVENT_HLC_MAX)
+	if (f->seq == 0 || f->seq > EVENT_SEQ_MAX || (f->seq == 1) != (f->prev == NULL) || f->hlc > EVENT_HLC_MAX)
 		return err_set(err, WEFT_EINVAL, "internal: inconsistent sequence, prev or clock for a new event");
 
 	struct weft_event *ev = weft__calloc(1, sizeof(*ev));
@@ -321,6 +321,9 @@ int codec_event_decode(struct weft_event **out, const void *bytes, size_t len,
 	ev.seq = codec_get_u64(p);
 	if (ev.seq == 0)
 		return err_set(err, WEFT_ECORRUPT, "event sequence number is 0; sequences start at 1");
+	if (ev.seq > EVENT_SEQ_MAX)
+		return err_set(err, WEFT_ECORRUPT, "event sequence number %llu is out of range (top bit set)",
+		               (unsigned long long)ev.seq);
 	if (!(p = take(&r, 32)))
 		return truncated(err, "prev id", r.off, len);
 	memcpy(ev.prev.bytes, p, 32);
@@ -480,6 +483,7 @@ int weft_event_decode(weft_event **out, const void *bytes, size_t len,
 {
 	if (!out || (!bytes && len))
 		return err_set(NULL, WEFT_EINVAL, "weft_event_decode: out and bytes must not be NULL");
+	*out = NULL;
 	struct weft_event *ev;
 	int rc = codec_event_decode(&ev, bytes, len, max_payload, NULL);
 	if (rc < 0)

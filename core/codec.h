@@ -24,6 +24,8 @@
 /* Highest valid HLC: the top bit stays clear so SQLite's signed integers
  * order it correctly; 2^64-1 is also Negentropy's "infinity". */
 #define EVENT_HLC_MAX ((UINT64_C(1) << 63) - 1)
+/* Sequence numbers stay below 2^63 for the same reason. */
+#define EVENT_SEQ_MAX ((UINT64_C(1) << 63) - 1)
 #define EVENT_SIG_DOMAIN "weft-event-v1"
 
 struct weft_event {

@@ -2,6 +2,10 @@
 
 uint64_t hlc_next(uint64_t last, uint64_t wall_ms)
 {
+	/* A clock beyond the 47-bit millisecond range (a clock in µs by
+	 * mistake) must not wrap the stamp around. */
+	if (wall_ms > HLC_MS_MAX)
+		wall_ms = HLC_MS_MAX;
 	if (wall_ms > HLC_MS(last))
 		return HLC_MAKE(wall_ms, 0);
 	/* Wall clock behind or equal: stay on the logical time, count up.

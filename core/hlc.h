@@ -9,6 +9,8 @@
 
 #include <stdint.h>
 
+/* Stamps keep their top bit clear (see EVENT_HLC_MAX): 47 bits of ms. */
+#define HLC_MS_MAX ((UINT64_C(1) << 47) - 1)
 #define HLC_MS(h) ((h) >> 16)
 #define HLC_COUNTER(h) ((h) & 0xffffu)
 #define HLC_MAKE(ms, c) (((uint64_t)(ms) << 16) | ((uint64_t)(c) & 0xffffu))

@@ -19,7 +19,7 @@
 static int os_error(char err[PLAT_ERR_LEN], int e, const char *what, const char *path)
 {
 	if (err)
-		snprintf(err, PLAT_ERR_LEN, "%s %s: %s", what, path, strerror(e));
+		snprintf(err, PLAT_ERR_LEN, "%s %.400s: %s", what, path, strerror(e));
 	switch (e) {
 	case ENOENT:
 		return WEFT_ENOTFOUND;
@@ -169,7 +169,7 @@ int plat_read_file(void **out, size_t *len, const char *path, size_t max,
 	}
 	if (st.st_size < 0 || (uint64_t)st.st_size > max) {
 		if (err)
-			snprintf(err, PLAT_ERR_LEN, "%s is %lld bytes, more than the %zu allowed",
+			snprintf(err, PLAT_ERR_LEN, "%.400s is %lld bytes, more than the %zu allowed",
 			         path, (long long)st.st_size, max);
 		close(fd);
 		return WEFT_ELIMIT;
@@ -178,6 +178,8 @@ int plat_read_file(void **out, size_t *len, const char *path, size_t max,
 	unsigned char *buf = weft__malloc(size + 1);
 	if (!buf) {
 		close(fd);
+		if (err)
+			snprintf(err, PLAT_ERR_LEN, "out of memory reading %.400s", path);
 		return WEFT_ENOMEM;
 	}
 	size_t got = 0;
