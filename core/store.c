@@ -1,6 +1,7 @@
 /* SQLite plumbing of the store: statements, transactions, event rows. */
 #include "core/store.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "core/alloc.h"
@@ -342,4 +343,65 @@ int store_row_event(struct weft_event **out, weft_db *db, sqlite3_stmt *st)
 		               "run `weft verify` and restore from a peer", err_short_hex(h, f.id.bytes));
 	}
 	return codec_event_assemble(out, &f, payload, &db->err);
+}
+
+int store_scan_items(weft_db *db, const char *const *scopes, size_t n, store_item_cb cb, void *payload)
+{
+	sqlite3_stmt *st;
+	/* Scopes as a JSON array keep one statement for any number of them. */
+	const char *sql = scopes
+		? "SELECT e.hlc, e.id FROM weft_event e WHERE e.scope IN "
+		  "(SELECT ref FROM weft_scope WHERE name IN (SELECT value FROM json_each(?1))) ORDER BY e.hlc, e.id"
+		: "SELECT hlc, id FROM weft_event ORDER BY hlc, id";
+	int rc = sqlite3_prepare_v2(db->sql, sql, -1, &st, NULL);
+	if (rc != SQLITE_OK)
+		return store_sqlite_error(db, rc, "listing events to reconcile");
+	char *json = NULL;
+	if (scopes) {
+		size_t len = 3;
+		for (size_t i = 0; i < n; i++)
+			len += strlen(scopes[i]) + 3;
+		json = weft__malloc(len);
+		if (!json) {
+			sqlite3_finalize(st);
+			return err_set(&db->err, WEFT_ENOMEM, "out of memory listing events");
+		}
+		char *p = json;
+		*p++ = '[';
+		for (size_t i = 0; i < n; i++) {
+			/* Scope names are [A-Za-z0-9._:/-]: nothing to escape. */
+			p += sprintf(p, "%s\"%s\"", i ? "," : "", scopes[i]);
+		}
+		*p++ = ']';
+		*p = '\0';
+		sqlite3_bind_text(st, 1, json, -1, SQLITE_STATIC);
+	}
+	int out = WEFT_OK;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (sqlite3_column_bytes(st, 1) != 32) {
+			out = err_set(&db->err, WEFT_ECORRUPT, "a stored event id is malformed; run `weft verify`");
+			break;
+		}
+		out = cb(payload, (uint64_t)sqlite3_column_int64(st, 0), sqlite3_column_blob(st, 1));
+		if (out)
+			break;
+	}
+	if (out == WEFT_OK && rc != SQLITE_DONE)
+		out = store_sqlite_error(db, rc, "listing events to reconcile");
+	sqlite3_finalize(st);
+	weft__free(json);
+	return out;
+}
+
+int store_has_event(weft_db *db, const unsigned char id[32])
+{
+	sqlite3_stmt *st = store_stmt(db, STMT_EVENT_BY_ID_EXISTS);
+	if (!st)
+		return db->err.code;
+	sqlite3_bind_blob(st, 1, id, 32, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc == SQLITE_ROW)
+		return 1;
+	return rc == SQLITE_DONE ? 0 : store_sqlite_error(db, rc, "looking up an event");
 }

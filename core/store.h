@@ -94,6 +94,15 @@ int store_insert_event(weft_db *db, const struct weft_event *ev,
  * work (change feed), then COMMIT, then tells the commit callback. */
 int store_commit_events(weft_db *db);
 
+/*
+ * Calls cb(payload, hlc, id) for every stored event in (hlc, id) order
+ * whose scope is one of scopes[0..n) (all scopes when scopes is NULL).
+ * A non-zero return from cb stops with that value. Reads only the index.
+ */
+typedef int (*store_item_cb)(void *payload, uint64_t hlc, const unsigned char id[32]);
+int store_scan_items(weft_db *db, const char *const *scopes, size_t n, store_item_cb cb, void *payload);
+/* 1 if the event is stored, 0 if not, negative on error. */
+int store_has_event(weft_db *db, const unsigned char id[32]);
 /* Reads the event at the current row of a statement whose columns are
  * STORE_EVENT_COLUMNS, re-deriving and checking its encoding. */
 #define STORE_EVENT_COLUMNS                                                  \

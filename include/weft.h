@@ -521,6 +521,103 @@ WEFT_EXTERN void weft_feed_free(weft_feed *f);
 typedef void (*weft_commit_cb)(uint64_t changes, void *payload);
 WEFT_EXTERN int weft_db_on_commit(weft_db *db, weft_commit_cb cb, void *payload);
 
+/* ------------------------------------------------------------------ sync */
+
+/*
+ * A sync session reconciles this store with one peer over any ordered byte
+ * stream (TLS, a pipe, an app's own transport). It is a pure state machine:
+ * feed it the bytes that arrive, send what weft_session_output returns, and
+ * pass the time in; it never touches sockets or clocks itself. Both sides
+ * exchange exactly the events the other lacks (Negentropy reconciliation of
+ * the scopes they share), in both directions, in bounded batches; each
+ * received batch is verified and committed in one transaction, then
+ * acknowledged. docs/PROTOCOL.md gives the frames.
+ */
+typedef struct weft_session weft_session;
+
+typedef enum weft_role {
+	WEFT_ROLE_CLIENT = 1, /* the side that connected: it drives reconciliation */
+	WEFT_ROLE_SERVER = 2
+} weft_role;
+
+typedef enum weft_session_state {
+	WEFT_SESSION_HANDSHAKE = 1, /* exchanging hellos */
+	WEFT_SESSION_SYNCING = 2,   /* reconciling and moving events */
+	WEFT_SESSION_DONE = 3,      /* both sides hold the same events (of shared scopes) */
+	WEFT_SESSION_FAILED = 4     /* ended by an error; see weft_session_errmsg */
+} weft_session_state;
+
+/*
+ * Decides what a peer may do (e.g. from a trust store). Called once, when
+ * the peer's hello arrives, with its public key and the scopes it asks for
+ * (all scopes when n == 0). Fill readable[i] / writable[i] (0 or 1) for
+ * each scope of the union of the peer's request and our own scopes, listed in
+ * scopes[0..n). Return WEFT_OK, or WEFT_EPERM to refuse the peer entirely.
+ */
+typedef int (*weft_authorize_fn)(const unsigned char peer[WEFT_PUBLIC_KEY_BYTES],
+                                 const char *const *scopes, size_t n, int *readable,
+                                 int *writable, void *payload);
+
+typedef struct weft_session_options {
+	unsigned version;            /* WEFT_SESSION_OPTIONS_VERSION */
+	const char *const *scopes;   /* scopes to sync; NULL: all (the peer may narrow) */
+	size_t nscopes;
+	uint32_t max_frame;          /* largest frame accepted or sent (0: 1 MiB; >= 64 KiB) */
+	uint32_t batch_events;       /* events per batch (0: 256) */
+	uint64_t idle_timeout_ms;    /* fail when the peer is silent this long (0: 60 s) */
+	weft_authorize_fn authorize; /* NULL: the peer may read and write every scope */
+	void *authorize_payload;
+} weft_session_options;
+
+#define WEFT_SESSION_OPTIONS_VERSION 1
+#define WEFT_SESSION_OPTIONS_INIT {WEFT_SESSION_OPTIONS_VERSION, NULL, 0, 0, 0, 0, NULL, NULL}
+
+typedef struct weft_session_stats {
+	uint64_t events_sent, events_received; /* new events the peer / we stored */
+	uint64_t bytes_sent, bytes_received;
+	uint64_t round_trips;       /* reconciliation messages answered */
+	uint64_t reconcile_bytes;   /* reconciliation traffic, both ways */
+	uint64_t events_to_fetch;   /* asked for, not yet received (progress) */
+	uint64_t events_refused;    /* received events refused (invalid, not permitted) */
+	int result;                 /* WEFT_OK when done, the error when failed, 1 while running */
+} weft_session_stats;
+
+/* Creates a session over db (which must outlive it). The client's hello is
+ * ready in the output at once. opts may be NULL. */
+WEFT_EXTERN int weft_session_new(weft_session **out, weft_db *db, weft_role role,
+                                 const weft_session_options *opts);
+WEFT_EXTERN void weft_session_free(weft_session *s);
+
+/*
+ * Feeds bytes received from the peer (any split). now_ms is a monotonic
+ * clock for the idle timeout. Returns WEFT_OK, or the error that ended the
+ * session (then an error frame for the peer waits in the output: send it
+ * before closing). Errors: WEFT_EPROTO, WEFT_EVERSION, WEFT_ELIMIT,
+ * WEFT_EAUTH/WEFT_EPERM (refused peer, scope or event), WEFT_EFUTURE, and
+ * store errors. Committed events stay committed.
+ */
+WEFT_EXTERN int weft_session_feed(weft_session *s, const void *bytes, size_t len, uint64_t now_ms);
+/* Pending output (borrowed, valid until the next call); *len 0 when none. */
+WEFT_EXTERN void weft_session_output(weft_session *s, const void **bytes, size_t *len);
+/* Marks n bytes of the output as sent. */
+WEFT_EXTERN void weft_session_consume(weft_session *s, size_t n);
+/* Checks deadlines: WEFT_EPROTO-class failure when the peer idled too long. */
+WEFT_EXTERN int weft_session_tick(weft_session *s, uint64_t now_ms);
+WEFT_EXTERN weft_session_state weft_session_state_get(const weft_session *s);
+WEFT_EXTERN void weft_session_stats_get(weft_session_stats *out, const weft_session *s);
+/* The peer's public key once its hello arrived, else NULL. */
+WEFT_EXTERN const unsigned char *weft_session_peer(const weft_session *s);
+/* What ended the session ("" while it runs); never NULL. */
+WEFT_EXTERN const char *weft_session_errmsg(const weft_session *s);
+
+/*
+ * Syncs two open stores in this process, both directions (a as client,
+ * b as server). stats (may be NULL) receives a's view. Returns WEFT_OK when
+ * both hold the same events of the shared scopes.
+ */
+WEFT_EXTERN int weft_sync_local(weft_session_stats *stats, weft_db *a, weft_db *b,
+                                const weft_session_options *opts);
+
 #ifdef __cplusplus
 }
 #endif

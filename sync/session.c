@@ -1,0 +1,1101 @@
+/*
+ * The sync session: a pure state machine (docs/PROTOCOL.md). Bytes in,
+ * bytes out; the driver moves them and passes time in.
+ *
+ *   client                                   server
+ *   HELLO  ───────────────────────────────▶
+ *          ◀───────────────────────────────  HELLO (grants per scope)
+ *   START (agreed scopes), NEG ───────────▶
+ *          ◀───────────────────────────────  NEG           (repeat)
+ *   WANT ids, EVENTS (ours they lack) ────▶
+ *          ◀─────────────  EVENTS (wanted), WANT_END, ACK (for ours)
+ *   ACK (for theirs), DONE ───────────────▶
+ *          ◀───────────────────────────────  DONE
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/codec.h"
+#include "core/store.h"
+#include "platform/platform.h"
+#include "sync/frame.h"
+#include "sync/negentropy.h"
+
+#define BATCH_DEFAULT 256
+#define BATCH_MAX 4096
+#define WINDOW 2                  /* unacknowledged EVENTS frames in flight */
+#define WANT_IDS_MAX 4096         /* ids per WANT frame */
+#define SENDQ_MAX (1u << 16)      /* queued ids; a peer asking more breaks protocol */
+#define IDLE_DEFAULT_MS 60000
+#define MAX_SCOPES 1024
+
+#define HELLO_ALL 0x1   /* client: sync every scope; server: grants everything */
+#define GRANT_READ 0x1
+#define GRANT_WRITE 0x2
+
+typedef struct qitem {
+	unsigned char id[32];
+	uint8_t want_end; /* server: a WANT ends after this entry */
+} qitem;
+
+typedef struct scope_grant {
+	char name[WEFT_SCOPE_MAX + 1];
+	uint8_t peer_grants; /* what the peer lets us do */
+	uint8_t our_grants;  /* what we let the peer do */
+} scope_grant;
+
+struct weft_session {
+	weft_db *db;
+	weft_role role;
+	weft_session_state state;
+	uint32_t max_frame, batch;
+	uint64_t idle_ms, last_rx;
+	int clock_started;
+	weft_authorize_fn authorize;
+	void *auth_payload;
+	char **want_scopes; /* what our options asked for (NULL: all) */
+	size_t n_want;
+
+	unsigned char peer[32];
+	int have_peer;
+	int all;            /* agreed: every scope, no restrictions */
+	scope_grant *grants;/* agreed scopes */
+	size_t ngrants;
+
+	frame_reader rd;
+	frame_buf out;
+	neg_set *set;
+	neg_reconciler *neg;
+	unsigned char *neg_next; /* client: the next NEG message, held for pacing */
+	size_t neg_next_len;
+	int neg_done, neg_waiting;
+
+	qitem *q;           /* ids of events to send */
+	size_t qhead, qlen, qcap;
+	uint32_t unacked;
+	uint64_t outstanding_wants; /* client: WANT frames not yet answered */
+	int sent_done, peer_done;
+
+	weft_session_stats stats;
+	char errmsg[WEFT_ERRMSG_LEN];
+};
+
+/* ------------------------------------------------------------- helpers */
+
+static int session_fail(weft_session *s, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int session_fail(weft_session *s, int code, const char *fmt, ...)
+{
+	if (s->state == WEFT_SESSION_FAILED)
+		return s->stats.result;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(s->errmsg, sizeof(s->errmsg), fmt, ap);
+	va_end(ap);
+	s->state = WEFT_SESSION_FAILED;
+	s->stats.result = code;
+	/* Tell the peer why, then nothing else. */
+	size_t msglen = strlen(s->errmsg);
+	size_t start = frame_begin(&s->out, FRAME_ERROR);
+	frame_put_u16(&s->out, (uint16_t)-code);
+	frame_put(&s->out, s->errmsg, msglen);
+	frame_end(&s->out, start);
+	err_set(NULL, code, "%s", s->errmsg);
+	return code;
+}
+
+static int oom(weft_session *s)
+{
+	return session_fail(s, WEFT_ENOMEM, "out of memory during sync");
+}
+
+static int q_push(weft_session *s, const unsigned char id[32], int want_end)
+{
+	if (s->qlen >= SENDQ_MAX)
+		return session_fail(s, WEFT_EPROTO, "peer asked for more than %u events at once", SENDQ_MAX);
+	if (s->qhead + s->qlen == s->qcap) {
+		if (s->qhead) {
+			memmove(s->q, s->q + s->qhead, s->qlen * sizeof(qitem));
+			s->qhead = 0;
+		}
+		if (s->qlen == s->qcap) {
+			size_t cap = s->qcap ? s->qcap * 2 : 256;
+			qitem *q = weft__realloc(s->q, cap * sizeof(qitem));
+			if (!q)
+				return oom(s);
+			s->q = q;
+			s->qcap = cap;
+		}
+	}
+	qitem *it = &s->q[s->qhead + s->qlen++];
+	memcpy(it->id, id, 32);
+	it->want_end = (uint8_t)want_end;
+	return WEFT_OK;
+}
+
+static const scope_grant *grant_of(const weft_session *s, const char *scope)
+{
+	for (size_t i = 0; i < s->ngrants; i++)
+		if (strcmp(s->grants[i].name, scope) == 0)
+			return &s->grants[i];
+	return NULL;
+}
+
+/* May we send the peer an event of this scope? */
+static int may_send(const weft_session *s, const char *scope)
+{
+	if (s->all)
+		return 1;
+	const scope_grant *g = grant_of(s, scope);
+	return g && (g->our_grants & GRANT_READ) && (g->peer_grants & GRANT_WRITE);
+}
+
+/* May we accept from the peer an event of this scope? */
+static int may_accept(const weft_session *s, const char *scope)
+{
+	if (s->all)
+		return 1;
+	const scope_grant *g = grant_of(s, scope);
+	return g && (g->our_grants & GRANT_WRITE);
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+static int copy_scopes(weft_session *s, const char *const *scopes, size_t n)
+{
+	if (!scopes)
+		return WEFT_OK;
+	if (n > MAX_SCOPES)
+		return err_set(&s->db->err, WEFT_EINVAL, "at most %d scopes per session", MAX_SCOPES);
+	s->want_scopes = weft__calloc(n ? n : 1, sizeof(char *));
+	if (!s->want_scopes)
+		return err_set(&s->db->err, WEFT_ENOMEM, "out of memory");
+	for (size_t i = 0; i < n; i++) {
+		if (!codec_name_ok(scopes[i], WEFT_SCOPE_MAX))
+			return err_set(&s->db->err, WEFT_EINVAL, "invalid scope \"%.80s\"", scopes[i] ? scopes[i] : "(null)");
+		if (!(s->want_scopes[i] = weft__strdup(scopes[i])))
+			return err_set(&s->db->err, WEFT_ENOMEM, "out of memory");
+		s->n_want = i + 1;
+	}
+	s->n_want = n;
+	return WEFT_OK;
+}
+
+/* The scopes present in our store (for a client syncing "all"). */
+static int store_scopes(weft_db *db, char ***out, size_t *n)
+{
+	*out = NULL;
+	*n = 0;
+	sqlite3_stmt *st;
+	int rc = sqlite3_prepare_v2(db->sql, "SELECT name FROM weft_scope ORDER BY name LIMIT 1024", -1, &st, NULL);
+	if (rc != SQLITE_OK)
+		return store_sqlite_error(db, rc, "listing scopes");
+	char **v = weft__calloc(MAX_SCOPES, sizeof(char *));
+	if (!v) {
+		sqlite3_finalize(st);
+		return err_set(&db->err, WEFT_ENOMEM, "out of memory");
+	}
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW && *n < MAX_SCOPES) {
+		if (!(v[*n] = weft__strdup((const char *)sqlite3_column_text(st, 0)))) {
+			rc = SQLITE_NOMEM;
+			break;
+		}
+		(*n)++;
+	}
+	sqlite3_finalize(st);
+	*out = v;
+	if (rc == SQLITE_NOMEM)
+		return err_set(&db->err, WEFT_ENOMEM, "out of memory");
+	return WEFT_OK;
+}
+
+static void free_strv(char **v, size_t n)
+{
+	for (size_t i = 0; v && i < n; i++)
+		weft__free(v[i]);
+	weft__free(v);
+}
+
+static void put_name(frame_buf *b, const char *name)
+{
+	size_t n = strlen(name);
+	frame_put_u8(b, (uint8_t)n);
+	frame_put(b, name, n);
+}
+
+/* HELLO: magic, version, role, device key, max frame, flags, scopes. */
+static void send_hello(weft_session *s, uint8_t flags, char **names, const uint8_t *bits, size_t n)
+{
+	size_t start = frame_begin(&s->out, FRAME_HELLO);
+	frame_put(&s->out, PROTOCOL_MAGIC, 4);
+	frame_put_u16(&s->out, PROTOCOL_VERSION);
+	frame_put_u8(&s->out, (uint8_t)s->role);
+	frame_put(&s->out, weft_db_public_key(s->db), 32);
+	frame_put_u32(&s->out, s->max_frame);
+	frame_put_u8(&s->out, flags);
+	frame_put_u16(&s->out, (uint16_t)n);
+	for (size_t i = 0; i < n; i++) {
+		put_name(&s->out, names[i]);
+		if (bits)
+			frame_put_u8(&s->out, bits[i]);
+	}
+	frame_end(&s->out, start);
+}
+
+int weft_session_new(weft_session **out, weft_db *db, weft_role role, const weft_session_options *opts)
+{
+	static const weft_session_options defaults = WEFT_SESSION_OPTIONS_INIT;
+	if (!db)
+		return err_set(NULL, WEFT_EINVAL, "weft_session_new: db must not be NULL");
+	if (!out || (role != WEFT_ROLE_CLIENT && role != WEFT_ROLE_SERVER))
+		return err_set(&db->err, WEFT_EINVAL, "weft_session_new: out must not be NULL and role must be client or server");
+	*out = NULL;
+	if (!opts)
+		opts = &defaults;
+	if (opts->version != WEFT_SESSION_OPTIONS_VERSION)
+		return err_set(&db->err, WEFT_EVERSION, "weft_session_options version %u is not supported; use WEFT_SESSION_OPTIONS_INIT",
+		               opts->version);
+	if (opts->max_frame && (opts->max_frame < FRAME_MAX_MIN || opts->max_frame > FRAME_MAX_HARD))
+		return err_set(&db->err, WEFT_EINVAL, "max_frame must be between %u and %u bytes", FRAME_MAX_MIN, FRAME_MAX_HARD);
+	if (db->readonly)
+		return err_set(&db->err, WEFT_EPERM, "syncing needs a store opened for writing");
+	weft_session *s = weft__calloc(1, sizeof(*s));
+	if (!s)
+		return err_set(&db->err, WEFT_ENOMEM, "out of memory starting a session");
+	s->db = db;
+	s->role = role;
+	s->state = WEFT_SESSION_HANDSHAKE;
+	s->max_frame = opts->max_frame ? opts->max_frame : FRAME_MAX_DEFAULT;
+	s->batch = opts->batch_events ? (opts->batch_events > BATCH_MAX ? BATCH_MAX : opts->batch_events) : BATCH_DEFAULT;
+	s->idle_ms = opts->idle_timeout_ms ? opts->idle_timeout_ms : IDLE_DEFAULT_MS;
+	s->authorize = opts->authorize;
+	s->auth_payload = opts->authorize_payload;
+	s->stats.result = 1;
+	frame_reader_init(&s->rd, s->max_frame);
+	int rc = copy_scopes(s, opts->scopes, opts->nscopes);
+	if (rc < 0) {
+		weft_session_free(s);
+		return rc;
+	}
+	if (role == WEFT_ROLE_CLIENT) {
+		/* Ask for the scopes given, or for all: then list ours so a
+		 * restricted server can grant them one by one. */
+		char **names = s->want_scopes;
+		size_t n = s->n_want;
+		if (!names && (rc = store_scopes(db, &names, &n)) < 0) {
+			weft_session_free(s);
+			return rc;
+		}
+		send_hello(s, s->want_scopes ? 0 : HELLO_ALL, names, NULL, n);
+		if (names != s->want_scopes)
+			free_strv(names, n);
+	}
+	if (s->out.oom) {
+		weft_session_free(s);
+		return err_set(&db->err, WEFT_ENOMEM, "out of memory starting a session");
+	}
+	*out = s;
+	return WEFT_OK;
+}
+
+void weft_session_free(weft_session *s)
+{
+	if (!s)
+		return;
+	neg_reconciler_free(s->neg);
+	neg_set_free(s->set);
+	frame_reader_free(&s->rd);
+	frame_buf_free(&s->out);
+	free_strv(s->want_scopes, s->n_want);
+	weft__free(s->grants);
+	weft__free(s->neg_next);
+	weft__free(s->q);
+	weft__free(s);
+}
+
+/* ------------------------------------------------------ reconciliation */
+
+static int add_item(void *payload, uint64_t hlc, const unsigned char id[32])
+{
+	return neg_set_add(payload, hlc, id);
+}
+
+static int build_set(weft_session *s)
+{
+	int rc = neg_set_new(&s->set);
+	if (rc < 0)
+		return oom(s);
+	const char **names = NULL;
+	if (!s->all) {
+		names = weft__calloc(s->ngrants ? s->ngrants : 1, sizeof(char *));
+		if (!names)
+			return oom(s);
+		for (size_t i = 0; i < s->ngrants; i++)
+			names[i] = s->grants[i].name;
+	}
+	rc = store_scan_items(s->db, s->all ? NULL : names, s->ngrants, add_item, s->set);
+	weft__free(names);
+	if (rc == 0)
+		rc = neg_set_seal(s->set);
+	if (rc == 0)
+		rc = neg_reconciler_new(&s->neg, s->set, 0, neg_set_size(s->set), s->max_frame - 64);
+	if (rc < 0)
+		return session_fail(s, rc, "cannot list events to reconcile: %s", weft_errmsg(s->db));
+	return WEFT_OK;
+}
+
+static void send_neg(weft_session *s, const uint8_t *msg, size_t len)
+{
+	size_t start = frame_begin(&s->out, FRAME_NEG);
+	frame_put(&s->out, msg, len);
+	frame_end(&s->out, start);
+	s->stats.reconcile_bytes += len;
+}
+
+typedef struct diff_ctx {
+	weft_session *s;
+	unsigned char *want; /* ids for WANT frames */
+	size_t nwant;
+	int rc;
+} diff_ctx;
+
+static void flush_want(diff_ctx *d)
+{
+	if (!d->nwant)
+		return;
+	size_t start = frame_begin(&d->s->out, FRAME_WANT);
+	frame_put(&d->s->out, d->want, d->nwant * 32);
+	frame_end(&d->s->out, start);
+	d->s->outstanding_wants++;
+	d->s->stats.events_to_fetch += d->nwant;
+	d->nwant = 0;
+}
+
+static int on_diff(void *payload, enum neg_diff_kind kind, const uint8_t id[NEG_ID_BYTES])
+{
+	diff_ctx *d = payload;
+	weft_session *s = d->s;
+	if (kind == NEG_HAVE) {
+		d->rc = q_push(s, id, 0);
+		return d->rc < 0;
+	}
+	/* With a frame limit an id may be reported twice: skip what arrived. */
+	int has = store_has_event(s->db, id);
+	if (has < 0) {
+		d->rc = session_fail(s, has, "%s", weft_errmsg(s->db));
+		return 1;
+	}
+	if (has)
+		return 0;
+	memcpy(d->want + 32 * d->nwant++, id, 32);
+	if (d->nwant == WANT_IDS_MAX || (d->nwant + 1) * 32 + FRAME_HEADER > s->max_frame)
+		flush_want(d);
+	return 0;
+}
+
+static int on_neg(weft_session *s, const frame *f)
+{
+	const uint8_t *reply;
+	size_t reply_len;
+	s->stats.reconcile_bytes += f->len;
+	if (s->role == WEFT_ROLE_SERVER) {
+		int rc = neg_reconciler_reconcile(&reply, &reply_len, s->neg, f->payload, f->len, NULL, NULL);
+		if (rc < 0)
+			return session_fail(s, rc == WEFT_ENOMEM ? rc : WEFT_EPROTO, "bad reconciliation message: %s",
+			                    neg_last_error(s->neg));
+		s->stats.round_trips++;
+		send_neg(s, reply, reply_len);
+		return WEFT_OK;
+	}
+	if (!s->neg_waiting)
+		return session_fail(s, WEFT_EPROTO, "peer sent a reconciliation message nobody asked for");
+	s->neg_waiting = 0;
+	s->stats.round_trips++;
+	diff_ctx d = {s, weft__malloc(WANT_IDS_MAX * 32), 0, 0};
+	if (!d.want)
+		return oom(s);
+	int rc = neg_reconciler_reconcile(&reply, &reply_len, s->neg, f->payload, f->len, on_diff, &d);
+	flush_want(&d);
+	weft__free(d.want);
+	if (d.rc < 0)
+		return d.rc;
+	if (rc < 0)
+		return session_fail(s, rc == WEFT_ENOMEM ? rc : WEFT_EPROTO, "bad reconciliation message: %s",
+		                    neg_last_error(s->neg));
+	if (reply_len == 0) {
+		s->neg_done = 1;
+		return WEFT_OK;
+	}
+	/* Hold the next message until what this round found is moving. */
+	unsigned char *copy = weft__realloc(s->neg_next, reply_len);
+	if (!copy)
+		return oom(s);
+	memcpy(copy, reply, reply_len);
+	s->neg_next = copy;
+	s->neg_next_len = reply_len;
+	return WEFT_OK;
+}
+
+/* -------------------------------------------------------------- hello */
+
+typedef struct rd {
+	const unsigned char *p, *end;
+} rd;
+
+static int rd_take(rd *r, void *dst, size_t n)
+{
+	if ((size_t)(r->end - r->p) < n)
+		return -1;
+	if (dst)
+		memcpy(dst, r->p, n);
+	r->p += n;
+	return 0;
+}
+
+static int rd_name(rd *r, char out[WEFT_SCOPE_MAX + 1])
+{
+	uint8_t n;
+	if (rd_take(r, &n, 1) < 0 || n == 0 || n > WEFT_SCOPE_MAX || rd_take(r, out, n) < 0)
+		return -1;
+	out[n] = '\0';
+	return codec_name_ok(out, WEFT_SCOPE_MAX) ? 0 : -1;
+}
+
+typedef struct hello {
+	uint16_t version;
+	uint8_t role, flags;
+	unsigned char pk[32];
+	uint32_t max_frame;
+	uint16_t n;
+	scope_grant *scopes; /* names; peer_grants from the bits if any */
+} hello;
+
+static int parse_hello(weft_session *s, const frame *f, hello *h, int with_bits)
+{
+	rd r = {f->payload, f->payload + f->len};
+	char magic[4];
+	unsigned char v[2];
+	memset(h, 0, sizeof(*h));
+	if (rd_take(&r, magic, 4) < 0 || memcmp(magic, PROTOCOL_MAGIC, 4) != 0 || rd_take(&r, v, 2) < 0)
+		return session_fail(s, WEFT_EPROTO, "peer does not speak the weft sync protocol (bad hello)");
+	h->version = (uint16_t)(v[0] << 8 | v[1]);
+	if (h->version != PROTOCOL_VERSION)
+		return session_fail(s, WEFT_EVERSION, "peer speaks sync protocol version %u, this weft %s speaks version %d; "
+		                    "upgrade the older side", h->version, WEFT_VERSION_STRING, PROTOCOL_VERSION);
+	unsigned char mf[4], n[2];
+	if (rd_take(&r, &h->role, 1) < 0 || rd_take(&r, h->pk, 32) < 0 || rd_take(&r, mf, 4) < 0 ||
+	    rd_take(&r, &h->flags, 1) < 0 || rd_take(&r, n, 2) < 0)
+		return session_fail(s, WEFT_EPROTO, "peer's hello is truncated");
+	h->max_frame = codec_get_u32(mf);
+	h->n = (uint16_t)(n[0] << 8 | n[1]);
+	if (h->n > MAX_SCOPES)
+		return session_fail(s, WEFT_EPROTO, "peer's hello lists %u scopes (at most %d)", h->n, MAX_SCOPES);
+	if (h->max_frame < FRAME_MAX_MIN)
+		return session_fail(s, WEFT_EPROTO, "peer's frame limit %u is below the minimum %u", h->max_frame, FRAME_MAX_MIN);
+	if (h->role == s->role)
+		return session_fail(s, WEFT_EPROTO, "both sides of the session act as %s",
+		                    s->role == WEFT_ROLE_CLIENT ? "client" : "server");
+	h->scopes = weft__calloc(h->n ? h->n : 1, sizeof(scope_grant));
+	if (!h->scopes)
+		return oom(s);
+	for (uint16_t i = 0; i < h->n; i++) {
+		if (rd_name(&r, h->scopes[i].name) < 0 || (with_bits && rd_take(&r, &h->scopes[i].peer_grants, 1) < 0)) {
+			weft__free(h->scopes);
+			h->scopes = NULL;
+			return session_fail(s, WEFT_EPROTO, "peer's hello has a malformed scope list");
+		}
+	}
+	if (r.p != r.end) {
+		weft__free(h->scopes);
+		h->scopes = NULL;
+		return session_fail(s, WEFT_EPROTO, "peer's hello has trailing bytes");
+	}
+	return WEFT_OK;
+}
+
+/* Our grants for the peer over a list of scopes: authorize, or all. */
+static int decide(weft_session *s, const unsigned char peer[32], scope_grant *g, size_t n)
+{
+	if (!s->authorize) {
+		for (size_t i = 0; i < n; i++)
+			g[i].our_grants = GRANT_READ | GRANT_WRITE;
+		return WEFT_OK;
+	}
+	const char **names = weft__calloc(n ? n : 1, sizeof(char *));
+	int *r = weft__calloc(n ? n : 1, sizeof(int)), *w = weft__calloc(n ? n : 1, sizeof(int));
+	int rc = WEFT_OK;
+	if (!names || !r || !w) {
+		rc = oom(s);
+	} else {
+		for (size_t i = 0; i < n; i++)
+			names[i] = g[i].name;
+		rc = s->authorize(peer, names, n, r, w, s->auth_payload);
+		for (size_t i = 0; rc == WEFT_OK && i < n; i++)
+			g[i].our_grants = (uint8_t)((r[i] ? GRANT_READ : 0) | (w[i] ? GRANT_WRITE : 0));
+		if (rc < 0) {
+			char dev[WEFT_DEVICE_ID_LEN + 1];
+			weft_device_id_format(dev, peer);
+			rc = session_fail(s, rc == WEFT_EPERM || rc == WEFT_EAUTH ? rc : WEFT_EPERM,
+			                  "device %s is not allowed to sync with this store%s%s", dev,
+			                  weft_errmsg(s->db)[0] ? ": " : "", weft_errmsg(s->db));
+		}
+	}
+	weft__free(names);
+	weft__free(r);
+	weft__free(w);
+	return rc;
+}
+
+static int on_hello_server(weft_session *s, const frame *f)
+{
+	hello h;
+	int rc = parse_hello(s, f, &h, 0);
+	if (rc < 0)
+		return rc;
+	memcpy(s->peer, h.pk, 32);
+	s->have_peer = 1;
+	/* Candidates: what the client listed, plus ours if it wants all. */
+	size_t n = h.n;
+	scope_grant *g = h.scopes;
+	char **mine = NULL;
+	size_t nmine = 0;
+	if ((h.flags & HELLO_ALL) && (rc = store_scopes(s->db, &mine, &nmine)) < 0) {
+		weft__free(g);
+		return session_fail(s, rc, "%s", weft_errmsg(s->db));
+	}
+	if (nmine) {
+		scope_grant *bigger = weft__realloc(g, (n + nmine) * sizeof(scope_grant));
+		if (!bigger) {
+			weft__free(g);
+			free_strv(mine, nmine);
+			return oom(s);
+		}
+		g = bigger;
+		for (size_t i = 0; i < nmine; i++) {
+			int dup = 0;
+			for (size_t k = 0; k < n && !dup; k++)
+				dup = strcmp(g[k].name, mine[i]) == 0;
+			if (!dup && n < MAX_SCOPES) {
+				memset(&g[n], 0, sizeof(g[n]));
+				snprintf(g[n].name, sizeof(g[n].name), "%s", mine[i]);
+				n++;
+			}
+		}
+	}
+	free_strv(mine, nmine);
+	if ((rc = decide(s, h.pk, g, n)) < 0) {
+		weft__free(g);
+		return rc;
+	}
+	uint8_t *bits = weft__calloc(n ? n : 1, 1);
+	char **names = weft__calloc(n ? n : 1, sizeof(char *));
+	if (!bits || !names) {
+		weft__free(bits);
+		weft__free(names);
+		weft__free(g);
+		return oom(s);
+	}
+	for (size_t i = 0; i < n; i++) {
+		bits[i] = g[i].our_grants;
+		names[i] = g[i].name;
+	}
+	send_hello(s, s->authorize ? 0 : HELLO_ALL, names, bits, n);
+	weft__free(bits);
+	weft__free(names);
+	s->grants = g;
+	s->ngrants = n;
+	return WEFT_OK;
+}
+
+/* START: the client's final list of scopes with both sides' grants. */
+static int on_hello_client(weft_session *s, const frame *f)
+{
+	hello h;
+	int rc = parse_hello(s, f, &h, 1);
+	if (rc < 0)
+		return rc;
+	memcpy(s->peer, h.pk, 32);
+	s->have_peer = 1;
+	scope_grant *g = h.scopes;
+	if ((rc = decide(s, h.pk, g, h.n)) < 0) {
+		weft__free(g);
+		return rc;
+	}
+	/* Everything both ways only when neither side restricts anything and
+	 * we asked for all; otherwise the scopes both sides may read, and of
+	 * those the ones we asked for. */
+	s->all = !s->want_scopes && (h.flags & HELLO_ALL) && !s->authorize;
+	size_t k = 0;
+	for (size_t i = 0; i < h.n; i++) {
+		int asked = !s->want_scopes;
+		for (size_t j = 0; j < s->n_want && !asked; j++)
+			asked = strcmp(s->want_scopes[j], g[i].name) == 0;
+		if (asked && (g[i].peer_grants & GRANT_READ) && (g[i].our_grants & GRANT_READ))
+			g[k++] = g[i];
+	}
+	s->grants = g;
+	s->ngrants = k;
+	size_t start = frame_begin(&s->out, FRAME_HELLO);
+	frame_put_u8(&s->out, s->all ? HELLO_ALL : 0);
+	frame_put_u16(&s->out, (uint16_t)k);
+	for (size_t i = 0; i < k; i++) {
+		put_name(&s->out, g[i].name);
+		frame_put_u8(&s->out, g[i].our_grants);
+	}
+	frame_end(&s->out, start);
+	if ((rc = build_set(s)) < 0)
+		return rc;
+	const uint8_t *msg;
+	size_t len;
+	if ((rc = neg_reconciler_initiate(&msg, &len, s->neg)) < 0)
+		return session_fail(s, rc, "cannot start reconciliation: %s", neg_last_error(s->neg));
+	send_neg(s, msg, len);
+	s->neg_waiting = 1;
+	s->state = WEFT_SESSION_SYNCING;
+	return WEFT_OK;
+}
+
+/* The server's second HELLO from the client is the START list. */
+static int on_start(weft_session *s, const frame *f)
+{
+	rd r = {f->payload, f->payload + f->len};
+	uint8_t flags;
+	unsigned char n2[2];
+	if (rd_take(&r, &flags, 1) < 0 || rd_take(&r, n2, 2) < 0)
+		return session_fail(s, WEFT_EPROTO, "peer's scope agreement is truncated");
+	size_t n = (size_t)(n2[0] << 8 | n2[1]);
+	if (n > s->ngrants)
+		return session_fail(s, WEFT_EPROTO, "peer agreed to scopes this side never offered");
+	if (flags & HELLO_ALL) {
+		if (s->authorize)
+			return session_fail(s, WEFT_EPERM, "peer asked for every scope, but this side grants scopes one by one");
+		s->all = 1;
+	}
+	scope_grant *agreed = weft__calloc(n ? n : 1, sizeof(scope_grant));
+	if (!agreed)
+		return oom(s);
+	for (size_t i = 0; i < n; i++) {
+		uint8_t bits;
+		char name[WEFT_SCOPE_MAX + 1];
+		if (rd_name(&r, name) < 0 || rd_take(&r, &bits, 1) < 0) {
+			weft__free(agreed);
+			return session_fail(s, WEFT_EPROTO, "peer's scope agreement is malformed");
+		}
+		const scope_grant *ours = grant_of(s, name);
+		if (!ours || !(ours->our_grants & GRANT_READ)) {
+			weft__free(agreed);
+			return session_fail(s, WEFT_EPERM, "peer asked to read scope %s, which it may not read", name);
+		}
+		agreed[i] = *ours;
+		agreed[i].peer_grants = bits;
+	}
+	if (r.p != r.end) {
+		weft__free(agreed);
+		return session_fail(s, WEFT_EPROTO, "peer's scope agreement has trailing bytes");
+	}
+	weft__free(s->grants);
+	s->grants = agreed;
+	s->ngrants = n;
+	s->state = WEFT_SESSION_SYNCING;
+	return build_set(s);
+}
+
+/* ------------------------------------------------------------- events */
+
+static int on_events(weft_session *s, const frame *f)
+{
+	if (s->state != WEFT_SESSION_SYNCING)
+		return session_fail(s, WEFT_EPROTO, "peer sent events before the scopes were agreed");
+	rd r = {f->payload, f->payload + f->len};
+	unsigned char c4[4];
+	if (rd_take(&r, c4, 4) < 0)
+		return session_fail(s, WEFT_EPROTO, "peer's event batch is truncated");
+	uint32_t count = codec_get_u32(c4);
+	/* Each event takes at least 4 bytes: bound the count before allocating. */
+	if (count == 0 || count > BATCH_MAX || (size_t)count * 4 > (size_t)(r.end - r.p))
+		return session_fail(s, WEFT_EPROTO, "peer's event batch claims %u events in %u bytes", count, f->len);
+	weft_bytes *b = weft__malloc(count * sizeof(weft_bytes));
+	int *result = weft__malloc(count * sizeof(int));
+	if (!b || !result) {
+		weft__free(b);
+		weft__free(result);
+		return oom(s);
+	}
+	int refused = 0;
+	char why[WEFT_ERRMSG_LEN] = "";
+	int why_code = 0;
+	size_t n = 0;
+	for (uint32_t i = 0; i < count; i++) {
+		unsigned char l4[4];
+		if (rd_take(&r, l4, 4) < 0 || codec_get_u32(l4) > (size_t)(r.end - r.p)) {
+			weft__free(b);
+			weft__free(result);
+			return session_fail(s, WEFT_EPROTO, "peer's event batch is malformed at event %u", i);
+		}
+		uint32_t len = codec_get_u32(l4);
+		const unsigned char *ev = r.p;
+		r.p += len;
+		/* Scope permission first: events of scopes the peer may not
+		 * write are refused before they are verified or stored. */
+		struct weft_event *e;
+		weft_err derr;
+		if (codec_event_decode(&e, ev, len, s->db->max_payload, &derr) == WEFT_OK) {
+			int ok = may_accept(s, e->scope);
+			if (!ok && !refused++) {
+				char dev[WEFT_DEVICE_ID_LEN + 1];
+				weft_device_id_format(dev, s->peer);
+				snprintf(why, sizeof(why), "peer %s may not write scope %s: event refused", dev, e->scope);
+				why_code = WEFT_EPERM;
+			}
+			codec_event_free(e);
+			if (!ok)
+				continue;
+		}
+		b[n].data = ev;
+		b[n].len = len;
+		n++;
+	}
+	if (r.p != r.end) {
+		weft__free(b);
+		weft__free(result);
+		return session_fail(s, WEFT_EPROTO, "peer's event batch has trailing bytes");
+	}
+	s->stats.events_to_fetch = s->stats.events_to_fetch > count ? s->stats.events_to_fetch - count : 0;
+	int rc = n ? weft_db_ingest_batch(result, s->db, b, n) : WEFT_OK;
+	uint32_t fresh = 0;
+	for (size_t i = 0; rc == WEFT_OK && i < n; i++) {
+		if (result[i] == WEFT_INGEST_NEW || result[i] == WEFT_INGEST_FORK) {
+			fresh++;
+		} else if (result[i] < 0 && !refused++) {
+			snprintf(why, sizeof(why), "peer sent an invalid event: %s", weft_errmsg(s->db));
+			why_code = result[i];
+		}
+	}
+	weft__free(b);
+	weft__free(result);
+	if (rc < 0)
+		return session_fail(s, rc, "cannot store received events: %s", weft_errmsg(s->db));
+	s->stats.events_received += fresh;
+	s->stats.events_refused += (uint64_t)refused;
+	if (refused)
+		return session_fail(s, why_code, "%s", why);
+	size_t start = frame_begin(&s->out, FRAME_ACK);
+	frame_put_u32(&s->out, fresh);
+	frame_end(&s->out, start);
+	return WEFT_OK;
+}
+
+/* Sends one EVENTS batch from the queue (and WANT_END markers). */
+static int send_batch(weft_session *s)
+{
+	size_t start = 0, count_at = 0;
+	uint32_t count = 0;
+	size_t bytes = 4;
+	int rc = WEFT_OK;
+	while (s->qlen && count < s->batch) {
+		qitem *it = &s->q[s->qhead];
+		weft_id id;
+		memcpy(id.bytes, it->id, 32);
+		weft_event *ev = NULL;
+		int grc = weft_db_get(&ev, s->db, &id);
+		if (grc < 0 && grc != WEFT_ENOTFOUND) {
+			rc = session_fail(s, grc, "cannot read an event to send: %s", weft_errmsg(s->db));
+			break;
+		}
+		size_t len = 0;
+		const void *enc = ev ? weft_event_bytes(ev, &len) : NULL;
+		if (ev && count && bytes + 4 + len + FRAME_HEADER > s->max_frame) {
+			weft_event_free(ev);
+			break; /* next batch */
+		}
+		if (ev && may_send(s, weft_event_scope(ev)) && bytes + 4 + len + FRAME_HEADER <= s->max_frame) {
+			if (!count) {
+				start = frame_begin(&s->out, FRAME_EVENTS);
+				count_at = s->out.len;
+				frame_put_u32(&s->out, 0);
+			}
+			frame_put_u32(&s->out, (uint32_t)len);
+			frame_put(&s->out, enc, len);
+			bytes += 4 + len;
+			count++;
+		}
+		weft_event_free(ev);
+		int end = it->want_end;
+		s->qhead++;
+		s->qlen--;
+		if (end) {
+			if (count)
+				break; /* close this batch first, then WANT_END */
+			size_t w = frame_begin(&s->out, FRAME_WANT_END);
+			frame_end(&s->out, w);
+		}
+		if (!s->qlen)
+			s->qhead = 0;
+	}
+	if (count && !s->out.oom) {
+		codec_put_u32(s->out.data + count_at, count);
+		frame_end(&s->out, start);
+		s->unacked++;
+		/* A WANT_END right after the batch it closes. */
+		if (s->qhead > 0 && s->q[s->qhead - 1].want_end) {
+			size_t w = frame_begin(&s->out, FRAME_WANT_END);
+			frame_end(&s->out, w);
+		}
+	}
+	if (!s->qlen)
+		s->qhead = 0;
+	return rc;
+}
+
+/* Moves the session forward: batches, paced reconciliation, DONE. */
+static int pump(weft_session *s)
+{
+	if (s->state != WEFT_SESSION_SYNCING)
+		return s->state == WEFT_SESSION_FAILED ? s->stats.result : WEFT_OK;
+	int rc;
+	while (s->qlen && s->unacked < WINDOW)
+		if ((rc = send_batch(s)) < 0)
+			return rc;
+	if (s->role == WEFT_ROLE_CLIENT) {
+		if (s->neg_next && !s->neg_waiting && s->qlen == 0 && s->outstanding_wants <= 1) {
+			send_neg(s, s->neg_next, s->neg_next_len);
+			weft__free(s->neg_next);
+			s->neg_next = NULL;
+			s->neg_waiting = 1;
+		}
+		if (s->neg_done && !s->sent_done && !s->qlen && !s->unacked && !s->outstanding_wants) {
+			size_t d = frame_begin(&s->out, FRAME_DONE);
+			frame_end(&s->out, d);
+			s->sent_done = 1;
+		}
+		if (s->sent_done && s->peer_done) {
+			s->state = WEFT_SESSION_DONE;
+			s->stats.result = WEFT_OK;
+		}
+	} else if (s->peer_done && !s->sent_done && !s->qlen && !s->unacked) {
+		size_t d = frame_begin(&s->out, FRAME_DONE);
+		frame_end(&s->out, d);
+		s->sent_done = 1;
+		s->state = WEFT_SESSION_DONE;
+		s->stats.result = WEFT_OK;
+	}
+	return s->out.oom ? oom(s) : WEFT_OK;
+}
+
+static int on_frame(weft_session *s, const frame *f)
+{
+	int server = s->role == WEFT_ROLE_SERVER;
+	switch (f->type) {
+	case FRAME_HELLO:
+		if (s->state != WEFT_SESSION_HANDSHAKE)
+			return session_fail(s, WEFT_EPROTO, "peer sent a second hello");
+		if (!server)
+			return on_hello_client(s, f);
+		return s->have_peer ? on_start(s, f) : on_hello_server(s, f);
+	case FRAME_NEG:
+		if (s->state != WEFT_SESSION_SYNCING)
+			return session_fail(s, WEFT_EPROTO, "reconciliation before the scopes were agreed");
+		return on_neg(s, f);
+	case FRAME_WANT: {
+		if (!server || s->state != WEFT_SESSION_SYNCING || s->peer_done)
+			return session_fail(s, WEFT_EPROTO, "unexpected request for events");
+		if (f->len == 0 || f->len % 32 || f->len / 32 > WANT_IDS_MAX)
+			return session_fail(s, WEFT_EPROTO, "malformed request for events (%u bytes)", f->len);
+		for (uint32_t i = 0; i < f->len / 32; i++) {
+			int rc = q_push(s, f->payload + 32 * i, i + 1 == f->len / 32);
+			if (rc < 0)
+				return rc;
+		}
+		return WEFT_OK;
+	}
+	case FRAME_EVENTS:
+		return on_events(s, f);
+	case FRAME_ACK: {
+		if (f->len != 4 || s->unacked == 0)
+			return session_fail(s, WEFT_EPROTO, "unexpected acknowledgement");
+		s->unacked--;
+		s->stats.events_sent += codec_get_u32(f->payload);
+		return WEFT_OK;
+	}
+	case FRAME_WANT_END:
+		if (server || f->len || s->outstanding_wants == 0)
+			return session_fail(s, WEFT_EPROTO, "unexpected end of requested events");
+		s->outstanding_wants--;
+		return WEFT_OK;
+	case FRAME_DONE:
+		if (f->len || s->peer_done || s->state != WEFT_SESSION_SYNCING || (!server && !s->sent_done))
+			return session_fail(s, WEFT_EPROTO, "unexpected end of session");
+		s->peer_done = 1;
+		return WEFT_OK;
+	case FRAME_ERROR: {
+		int code = f->len >= 2 ? -(int)((f->payload[0] << 8) | f->payload[1]) : WEFT_EPROTO;
+		if (code > -1 || code < WEFT_ITEROVER)
+			code = WEFT_EPROTO;
+		char msg[400];
+		size_t n = f->len > 2 ? f->len - 2 : 0;
+		if (n > sizeof(msg) - 1)
+			n = sizeof(msg) - 1;
+		for (size_t i = 0; i < n; i++) {
+			unsigned char ch = f->payload[2 + i];
+			msg[i] = ch >= 0x20 && ch < 0x7f ? (char)ch : '?';
+		}
+		msg[n] = '\0';
+		/* No error frame back: the peer has already given up. */
+		snprintf(s->errmsg, sizeof(s->errmsg), "peer ended the session: %s", msg);
+		s->state = WEFT_SESSION_FAILED;
+		s->stats.result = code;
+		err_set(NULL, code, "%s", s->errmsg);
+		return code;
+	}
+	}
+	return session_fail(s, WEFT_EPROTO, "unknown frame type %u", f->type);
+}
+
+static int check_idle(weft_session *s, uint64_t now)
+{
+	if (!s->clock_started) {
+		s->clock_started = 1;
+		s->last_rx = now;
+	}
+	if (s->state == WEFT_SESSION_DONE || s->state == WEFT_SESSION_FAILED)
+		return WEFT_OK;
+	if (now > s->last_rx && now - s->last_rx > s->idle_ms)
+		return session_fail(s, WEFT_EPROTO, "peer sent nothing for %llu ms (idle timeout); the connection is "
+		                    "stalled or the peer hung", (unsigned long long)(now - s->last_rx));
+	return WEFT_OK;
+}
+
+int weft_session_feed(weft_session *s, const void *bytes, size_t len, uint64_t now_ms)
+{
+	if (!s || (!bytes && len))
+		return err_set(NULL, WEFT_EINVAL, "weft_session_feed: NULL argument");
+	if (s->state == WEFT_SESSION_FAILED)
+		return s->stats.result;
+	int rc = check_idle(s, now_ms);
+	if (rc < 0)
+		return rc;
+	if (len)
+		s->last_rx = now_ms;
+	s->stats.bytes_received += len;
+	const unsigned char *p = bytes;
+	while (len) {
+		frame f;
+		char why[160];
+		rc = frame_read(&s->rd, &f, &p, &len, why);
+		if (rc < 0)
+			return session_fail(s, rc, "peer sent a bad frame: %s", why);
+		if (rc == 0)
+			break;
+		if (s->state == WEFT_SESSION_DONE)
+			return session_fail(s, WEFT_EPROTO, "peer sent data after the session ended");
+		if ((rc = on_frame(s, &f)) < 0)
+			return rc;
+		if ((rc = pump(s)) < 0)
+			return rc;
+	}
+	return pump(s);
+}
+
+void weft_session_output(weft_session *s, const void **bytes, size_t *len)
+{
+	*bytes = s->out.data + s->out.sent;
+	*len = frame_pending(&s->out);
+}
+
+void weft_session_consume(weft_session *s, size_t n)
+{
+	s->stats.bytes_sent += n < frame_pending(&s->out) ? n : frame_pending(&s->out);
+	frame_consume(&s->out, n);
+}
+
+int weft_session_tick(weft_session *s, uint64_t now_ms)
+{
+	if (!s)
+		return err_set(NULL, WEFT_EINVAL, "weft_session_tick: NULL argument");
+	if (s->state == WEFT_SESSION_FAILED)
+		return s->stats.result;
+	int rc = check_idle(s, now_ms);
+	return rc < 0 ? rc : pump(s);
+}
+
+weft_session_state weft_session_state_get(const weft_session *s)
+{
+	return s->state;
+}
+
+void weft_session_stats_get(weft_session_stats *out, const weft_session *s)
+{
+	*out = s->stats;
+}
+
+const unsigned char *weft_session_peer(const weft_session *s)
+{
+	return s->have_peer ? s->peer : NULL;
+}
+
+const char *weft_session_errmsg(const weft_session *s)
+{
+	return s->errmsg;
+}
+
+/* ------------------------------------------------------------ local */
+
+static int shuttle(weft_session *from, weft_session *to, uint64_t now, int *moved)
+{
+	const void *b;
+	size_t n;
+	weft_session_output(from, &b, &n);
+	if (!n)
+		return WEFT_OK;
+	*moved = 1;
+	/* b stays valid: feeding writes only to the receiver's buffer. */
+	int rc = weft_session_feed(to, b, n, now);
+	weft_session_consume(from, n);
+	return rc;
+}
+
+int weft_sync_local(weft_session_stats *stats, weft_db *a, weft_db *b, const weft_session_options *opts)
+{
+	if (!a || !b)
+		return err_set(NULL, WEFT_EINVAL, "weft_sync_local: stores must not be NULL");
+	weft_session *c = NULL, *sv = NULL;
+	weft_session_options so = WEFT_SESSION_OPTIONS_INIT;
+	if (opts) {
+		so.max_frame = opts->max_frame;
+		so.batch_events = opts->batch_events;
+	}
+	int rc = weft_session_new(&c, a, WEFT_ROLE_CLIENT, opts);
+	if (rc == WEFT_OK)
+		rc = weft_session_new(&sv, b, WEFT_ROLE_SERVER, &so);
+	while (rc == WEFT_OK) {
+		uint64_t now = plat_mono_ms();
+		int moved = 0;
+		int r1 = shuttle(c, sv, now, &moved);
+		int r2 = shuttle(sv, c, now, &moved);
+		weft_session_state cs = weft_session_state_get(c), ss = weft_session_state_get(sv);
+		if (cs == WEFT_SESSION_FAILED || ss == WEFT_SESSION_FAILED || r1 < 0 || r2 < 0) {
+			/* Deliver the error frame so both sides know. */
+			shuttle(c, sv, now, &moved);
+			shuttle(sv, c, now, &moved);
+			rc = cs == WEFT_SESSION_FAILED ? c->stats.result : sv->stats.result;
+			if (rc >= 0)
+				rc = WEFT_EPROTO;
+			err_set(&a->err, rc, "%s", cs == WEFT_SESSION_FAILED ? c->errmsg : sv->errmsg);
+			break;
+		}
+		if (cs == WEFT_SESSION_DONE && ss == WEFT_SESSION_DONE)
+			break;
+		if (!moved) {
+			rc = err_set(&a->err, WEFT_ERROR, "sync stalled with nothing to send (a bug in weft; please report)");
+			break;
+		}
+	}
+	if (stats && c)
+		weft_session_stats_get(stats, c);
+	weft_session_free(c);
+	weft_session_free(sv);
+	return rc;
+}
