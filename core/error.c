@@ -82,6 +82,7 @@ static const struct code_text codes[] = {
 	{WEFT_EPROTO, "WEFT_EPROTO", "peer broke the sync protocol"},
 	{WEFT_EUSER, "WEFT_EUSER", "stopped by a callback"},
 	{WEFT_ITEROVER, "WEFT_ITEROVER", "no more items"},
+	{WEFT_ETIMEOUT, "WEFT_ETIMEOUT", "the peer did not answer in time"},
 };
 
 static const struct code_text *lookup(int code)

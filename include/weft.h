@@ -75,6 +75,7 @@ WEFT_EXTERN int weft_version_number(void);
 #define WEFT_EPROTO (-14)   /* a peer broke the sync protocol */
 #define WEFT_EUSER (-15)    /* a callback asked to stop */
 #define WEFT_ITEROVER (-16) /* an iterator has no more items (not a failure) */
+#define WEFT_ETIMEOUT (-17) /* a network peer did not answer in time */
 
 /* Generic text for a code ("signature or id check failed"); never NULL. */
 WEFT_EXTERN const char *weft_strerror(int code);

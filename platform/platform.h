@@ -40,4 +40,31 @@ int plat_create_private(const char *path, char err[PLAT_ERR_LEN]);
 /* fsync of the directory holding path (makes a create or rename durable). */
 int plat_fsync_dir_of(const char *path, char err[PLAT_ERR_LEN]);
 
+
+/* ---------------------------------------------------------------- sockets
+ * Blocking TCP with deadlines. Every socket gets TCP_NODELAY (weft sends
+ * small frames; Nagle would add ~40-200 ms per round trip). Timeouts
+ * return WEFT_ETIMEOUT; a closed peer during recv gives *got = 0. */
+
+/* host may be a name, an IPv4 or an IPv6 address ("::1"); port is text.
+ * bound receives "addr:port" actually bound (port 0 picks a free one). */
+int plat_tcp_listen(int *fd, const char *host, const char *port, char bound[80], char err[PLAT_ERR_LEN]);
+int plat_tcp_accept(int *cfd, int lfd, uint64_t timeout_ms, char peer[80], char err[PLAT_ERR_LEN]);
+int plat_tcp_connect(int *fd, const char *host, const char *port, uint64_t timeout_ms, char err[PLAT_ERR_LEN]);
+int plat_sock_send(int fd, const void *buf, size_t len, uint64_t timeout_ms, char err[PLAT_ERR_LEN]);
+int plat_sock_recv(int fd, void *buf, size_t cap, size_t *got, uint64_t timeout_ms, char err[PLAT_ERR_LEN]);
+void plat_sock_close(int fd);
+/* Splits "host:port" or "[v6]:port" into its parts (host 256, port 16). */
+int plat_split_addr(const char *addr, char host[256], char port[16]);
+
+/* ---------------------------------------------------------------- threads */
+typedef struct plat_thread plat_thread;
+int plat_thread_start(plat_thread **t, void *(*fn)(void *), void *arg);
+void plat_thread_join(plat_thread *t);
+typedef struct plat_mutex plat_mutex;
+int plat_mutex_new(plat_mutex **m);
+void plat_mutex_lock(plat_mutex *m);
+void plat_mutex_unlock(plat_mutex *m);
+void plat_mutex_free(plat_mutex *m);
+
 #endif

@@ -202,3 +202,293 @@ int plat_read_file(void **out, size_t *len, const char *path, size_t max,
 	*len = size;
 	return 0;
 }
+
+/* ---------------------------------------------------------------- sockets */
+
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sys/socket.h>
+#include <arpa/inet.h>
+
+static void sock_options(int fd)
+{
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+#ifdef SO_NOSIGPIPE
+	setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof(one));
+#endif
+}
+
+static void addr_text(const struct sockaddr *sa, char out[80])
+{
+	char host[64] = "?";
+	unsigned port = 0;
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+		inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+		port = ntohs(in->sin_port);
+		snprintf(out, 80, "%s:%u", host, port);
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+		port = ntohs(in6->sin6_port);
+		snprintf(out, 80, "[%s]:%u", host, port);
+	} else {
+		snprintf(out, 80, "?");
+	}
+}
+
+int plat_split_addr(const char *addr, char host[256], char port[16])
+{
+	const char *colon;
+	if (addr[0] == '[') {
+		const char *end = strchr(addr, ']');
+		if (!end || end[1] != ':' || (size_t)(end - addr - 1) >= 256)
+			return WEFT_EINVAL;
+		memcpy(host, addr + 1, (size_t)(end - addr - 1));
+		host[end - addr - 1] = '\0';
+		colon = end + 1;
+	} else {
+		colon = strrchr(addr, ':');
+		if (!colon || (size_t)(colon - addr) >= 256)
+			return WEFT_EINVAL;
+		memcpy(host, addr, (size_t)(colon - addr));
+		host[colon - addr] = '\0';
+	}
+	if (strlen(colon + 1) == 0 || strlen(colon + 1) >= 16 || strspn(colon + 1, "0123456789") != strlen(colon + 1))
+		return WEFT_EINVAL;
+	strcpy(port, colon + 1);
+	return 0;
+}
+
+int plat_tcp_listen(int *fd, const char *host, const char *port, char bound[80], char err[PLAT_ERR_LEN])
+{
+	struct addrinfo hints, *res = NULL;
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE;
+	int g = getaddrinfo(host && *host ? host : NULL, port, &hints, &res);
+	if (g != 0) {
+		snprintf(err, PLAT_ERR_LEN, "cannot resolve %.200s: %s", host, gai_strerror(g));
+		return WEFT_ENOTFOUND;
+	}
+	int rc = WEFT_EIO, e = 0;
+	for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+		int s = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+		if (s < 0) {
+			e = errno;
+			continue;
+		}
+		int one = 1;
+		setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (bind(s, ai->ai_addr, ai->ai_addrlen) == 0 && listen(s, 64) == 0) {
+			struct sockaddr_storage ss;
+			socklen_t sl = sizeof(ss);
+			getsockname(s, (struct sockaddr *)&ss, &sl);
+			addr_text((struct sockaddr *)&ss, bound);
+			*fd = s;
+			rc = 0;
+			break;
+		}
+		e = errno;
+		close(s);
+	}
+	freeaddrinfo(res);
+	if (rc)
+		snprintf(err, PLAT_ERR_LEN, "cannot listen on %.200s:%s: %s", host, port, strerror(e));
+	return rc;
+}
+
+static int wait_fd(int fd, short events, uint64_t timeout_ms)
+{
+	struct pollfd p = {fd, events, 0};
+	uint64_t end = plat_mono_ms() + timeout_ms;
+	for (;;) {
+		uint64_t now = plat_mono_ms();
+		int left = now >= end ? 0 : (int)(end - now > 1000000 ? 1000000 : end - now);
+		int n = poll(&p, 1, left);
+		if (n > 0)
+			return 0;
+		if (n == 0)
+			return WEFT_ETIMEOUT;
+		if (errno != EINTR)
+			return WEFT_EIO;
+	}
+}
+
+int plat_tcp_accept(int *cfd, int lfd, uint64_t timeout_ms, char peer[80], char err[PLAT_ERR_LEN])
+{
+	int rc = wait_fd(lfd, POLLIN, timeout_ms);
+	if (rc)
+		return rc;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	int s = accept(lfd, (struct sockaddr *)&ss, &sl);
+	if (s < 0) {
+		snprintf(err, PLAT_ERR_LEN, "accept failed: %s", strerror(errno));
+		return errno == EINTR || errno == EAGAIN || errno == ECONNABORTED ? WEFT_ETIMEOUT : WEFT_EIO;
+	}
+	fcntl(s, F_SETFD, FD_CLOEXEC);
+	sock_options(s);
+	addr_text((struct sockaddr *)&ss, peer);
+	*cfd = s;
+	return 0;
+}
+
+int plat_tcp_connect(int *fd, const char *host, const char *port, uint64_t timeout_ms, char err[PLAT_ERR_LEN])
+{
+	struct addrinfo hints, *res = NULL;
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_socktype = SOCK_STREAM;
+	int g = getaddrinfo(host, port, &hints, &res);
+	if (g != 0) {
+		snprintf(err, PLAT_ERR_LEN, "cannot resolve %.200s: %s", host, gai_strerror(g));
+		return WEFT_ENOTFOUND;
+	}
+	int rc = WEFT_EIO, e = ECONNREFUSED;
+	for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+		int s = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+		if (s < 0) {
+			e = errno;
+			continue;
+		}
+		int flags = fcntl(s, F_GETFL);
+		fcntl(s, F_SETFL, flags | O_NONBLOCK);
+		int c = connect(s, ai->ai_addr, ai->ai_addrlen);
+		if (c != 0 && errno == EINPROGRESS) {
+			int w = wait_fd(s, POLLOUT, timeout_ms);
+			socklen_t sl = sizeof(e);
+			if (w == 0 && getsockopt(s, SOL_SOCKET, SO_ERROR, &e, &sl) == 0 && e == 0)
+				c = 0;
+			else if (w == WEFT_ETIMEOUT)
+				e = ETIMEDOUT;
+		} else if (c != 0) {
+			e = errno;
+		}
+		if (c == 0) {
+			fcntl(s, F_SETFL, flags);
+			sock_options(s);
+			*fd = s;
+			rc = 0;
+			break;
+		}
+		close(s);
+	}
+	freeaddrinfo(res);
+	if (rc) {
+		snprintf(err, PLAT_ERR_LEN, "cannot connect to %.200s port %s: %s", host, port, strerror(e));
+		if (e == ETIMEDOUT)
+			rc = WEFT_ETIMEOUT;
+	}
+	return rc;
+}
+
+int plat_sock_send(int fd, const void *buf, size_t len, uint64_t timeout_ms, char err[PLAT_ERR_LEN])
+{
+	const unsigned char *p = buf;
+	while (len) {
+		int rc = wait_fd(fd, POLLOUT, timeout_ms);
+		if (rc) {
+			snprintf(err, PLAT_ERR_LEN, "the peer stopped reading for %llu ms", (unsigned long long)timeout_ms);
+			return rc;
+		}
+		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno == EINTR || errno == EAGAIN)
+				continue;
+			snprintf(err, PLAT_ERR_LEN, "send failed: %s", strerror(errno));
+			return WEFT_EIO;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int plat_sock_recv(int fd, void *buf, size_t cap, size_t *got, uint64_t timeout_ms, char err[PLAT_ERR_LEN])
+{
+	*got = 0;
+	for (;;) {
+		int rc = wait_fd(fd, POLLIN, timeout_ms);
+		if (rc) {
+			snprintf(err, PLAT_ERR_LEN, "the peer sent nothing for %llu ms", (unsigned long long)timeout_ms);
+			return rc;
+		}
+		ssize_t n = recv(fd, buf, cap, 0);
+		if (n < 0) {
+			if (errno == EINTR || errno == EAGAIN)
+				continue;
+			snprintf(err, PLAT_ERR_LEN, "receive failed: %s", strerror(errno));
+			return WEFT_EIO;
+		}
+		*got = (size_t)n;
+		return 0;
+	}
+}
+
+void plat_sock_close(int fd)
+{
+	if (fd >= 0)
+		close(fd);
+}
+
+/* ---------------------------------------------------------------- threads */
+
+struct plat_thread {
+	pthread_t t;
+};
+
+int plat_thread_start(plat_thread **t, void *(*fn)(void *), void *arg)
+{
+	*t = weft__malloc(sizeof(**t));
+	if (!*t)
+		return WEFT_ENOMEM;
+	if (pthread_create(&(*t)->t, NULL, fn, arg) != 0) {
+		weft__free(*t);
+		*t = NULL;
+		return WEFT_EIO;
+	}
+	return 0;
+}
+
+void plat_thread_join(plat_thread *t)
+{
+	if (!t)
+		return;
+	pthread_join(t->t, NULL);
+	weft__free(t);
+}
+
+struct plat_mutex {
+	pthread_mutex_t m;
+};
+
+int plat_mutex_new(plat_mutex **m)
+{
+	*m = weft__malloc(sizeof(**m));
+	if (!*m)
+		return WEFT_ENOMEM;
+	pthread_mutex_init(&(*m)->m, NULL);
+	return 0;
+}
+
+void plat_mutex_lock(plat_mutex *m)
+{
+	pthread_mutex_lock(&m->m);
+}
+
+void plat_mutex_unlock(plat_mutex *m)
+{
+	pthread_mutex_unlock(&m->m);
+}
+
+void plat_mutex_free(plat_mutex *m)
+{
+	if (!m)
+		return;
+	pthread_mutex_destroy(&m->m);
+	weft__free(m);
+}

@@ -3,9 +3,10 @@
  *
  * Two peers each hold a set of items (u64 timestamp, 32-byte id) and find
  * the ids one has and the other lacks by exchanging fingerprints of ranges
- * (see docs in /work/shared/NEGENTROPY.md; messages are byte-compatible with
- * the reference implementation). Pure bytes in, bytes out: no I/O, no clock,
- * no SQLite.
+ * (A. Meyer, arXiv 2212.13567; protocol V1 by D. Hoyte, as in Nostr NIP-77).
+ * Messages are byte-compatible with the reference implementation; the
+ * conformance harness is cli/negentropy_harness.c. Pure bytes in, bytes
+ * out: no I/O, no clock, no SQLite.
  *
  * Use:
  *   1. Build a neg_set: neg_set_new(), neg_set_add() / neg_set_add_iter()
@@ -32,9 +33,13 @@
  *
  * Errors are negative WEFT_* codes from weft.h. neg_last_error() says what
  * went wrong, for protocol errors with the byte offset in the peer's
- * message. After any error from initiate/reconcile the reconciler refuses
- * further messages (WEFT_EINVAL): abandon the reconciliation and start a new
- * one. A reconciler is used by one thread at a time.
+ * message. After initiate/reconcile fail with anything but WEFT_EINVAL the
+ * reconciler refuses further calls (WEFT_EINVAL): abandon the
+ * reconciliation and start a new one. A reconciler is used by one thread at
+ * a time.
+ *
+ * Fingerprints are sums of ids, so ids must be hashes (weft's event ids
+ * are): with structured ids, two differences in one range can cancel out.
  *
  * All allocation goes through core/alloc.h.
  */
@@ -136,9 +141,11 @@ typedef int (*neg_diff_cb)(void *payload, enum neg_diff_kind kind,
  * Creates a reconciler over items [begin, end) of a sealed set, which must
  * outlive it. frame_size_limit is 0 (no limit) or >= NEG_FRAME_SIZE_MIN:
  * every message this side produces is then at most that many bytes, and a
- * large reconciliation takes more rounds. The role is decided by the first
- * call: neg_reconciler_initiate() makes a client, neg_reconciler_reconcile()
- * a server.
+ * large reconciliation takes more rounds. Without a limit one reply can
+ * list every id of the slice (32 bytes each), so a side facing untrusted
+ * peers should set one. The role is decided by the first call:
+ * neg_reconciler_initiate() makes a client, neg_reconciler_reconcile() a
+ * server.
  * WEFT_EINVAL (set not sealed, bad slice, bad limit), WEFT_ENOMEM.
  */
 int neg_reconciler_new(neg_reconciler **out, const neg_set *set, size_t begin,
@@ -172,7 +179,7 @@ int neg_reconciler_initiate(const uint8_t **out, size_t *out_len,
  * (a pending Skip is written first) and fingerprints exactly the items
  * between that bound and infinity. The reference fingerprints only the
  * items after the discarded range, which disagrees with the range it
- * sends and can hide differences.
+ * sends. Messages are otherwise identical to the reference's.
  */
 int neg_reconciler_reconcile(const uint8_t **out, size_t *out_len,
 			     neg_reconciler *r, const uint8_t *msg,

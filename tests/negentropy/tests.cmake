@@ -5,9 +5,9 @@ if(TARGET weft-negentropy-harness)
   set(_neg_drive /usr/bin/python3 ${PROJECT_SOURCE_DIR}/tests/negentropy/drive.py
       $<TARGET_FILE:weft-negentropy-harness>)
   add_test(NAME negentropy_harness_vectors COMMAND ${_neg_drive} vectors)
-  add_test(NAME negentropy_harness_random COMMAND ${_neg_drive} random --runs 16 --seed 1)
+  add_test(NAME negentropy_harness_random COMMAND ${_neg_drive} random --runs 24 --seed 1)
   add_test(NAME negentropy_harness_framesizelimit
-           COMMAND ${_neg_drive} random --runs 12 --seed 2 --limit 4096)
+           COMMAND ${_neg_drive} random --runs 16 --seed 2 --limit 4096 --items 6000)
   add_test(NAME negentropy_harness_file
            COMMAND ${_neg_drive} file ${PROJECT_SOURCE_DIR}/tests/negentropy/client.txt
                    ${PROJECT_SOURCE_DIR}/tests/negentropy/server.txt)

@@ -573,6 +573,20 @@ static void test_set_sorts_dedupes_and_stays_compact(void **state)
 	assert_int_equal(neg_set_seal(s), WEFT_OK);
 	assert_true(neg_set_memory_usage(s) <= (size_t)N * 41 + 4096);
 	neg_set_free(s);
+
+	/* Descending input with long runs of equal items sorts and dedupes. */
+	assert_int_equal(neg_set_new(&s), WEFT_OK);
+	for (size_t k = 0; k < 20000; k++) {
+		memset(id, (int)(k % 7), sizeof(id));
+		assert_int_equal(neg_set_add(s, 1000 - k / 100, id), WEFT_OK);
+	}
+	assert_int_equal(neg_set_seal(s), WEFT_OK);
+	assert_int_equal(neg_set_size(s), 200 * 7);
+	for (size_t k = 0; k < neg_set_size(s); k++) {
+		assert_true(neg_set_ts(s, k) == 801 + k / 7);
+		assert_int_equal(neg_set_id(s, k)[5], k % 7);
+	}
+	neg_set_free(s);
 	free(items);
 }
 
