@@ -7,7 +7,7 @@
 
 static const cli_command commands[] = {
 	{"init", "", "create a store and a device identity here", cmd_init},
-	{"id", "", "print this device's id (compare it out of band when pairing)", cmd_id},
+	{"id", "", "print this device's id and TLS key hash (compare them when pairing)", cmd_id},
 	{"append", "--scope S --kind K [--idem KEY] [--file F | DATA]", "append a signed event", cmd_append},
 	{"log", "[--scope S] [--limit N] [--json]", "list events in (time, id) order", cmd_log},
 	{"verify", "", "re-check every event's id, signature and chain link", cmd_verify},
@@ -24,6 +24,9 @@ static const cli_command commands[] = {
 	{"duplicates", "", "list events whose idempotency key was used before", cmd_duplicates},
 	{"feed", "NAME [--no-ack]", "print row changes since NAME's cursor as JSON lines, then ack", cmd_feed},
 	{"blame", "TABLE PK", "which event set each column's current value", cmd_blame},
+	{"trust", "add ID [--scopes a,b] [--read] [--write] | list | remove ID", "devices allowed to sync", cmd_trust},
+	{"serve", "--listen HOST:PORT [--max-conns N]", "accept sync sessions from trusted devices (TLS)", cmd_serve},
+	{"sync", "HOST:PORT [--scopes a,b] [--watch]", "sync with a device running `weft serve`", cmd_sync},
 };
 
 static void usage(FILE *f)

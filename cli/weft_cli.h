@@ -61,5 +61,8 @@ int cmd_conflicts(cli *c);
 int cmd_duplicates(cli *c);
 int cmd_feed(cli *c);
 int cmd_blame(cli *c);
+int cmd_trust(cli *c);
+int cmd_serve(cli *c);
+int cmd_sync(cli *c);
 
 #endif

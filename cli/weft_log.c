@@ -26,19 +26,6 @@ int cmd_init(cli *c)
 	return CLI_OK;
 }
 
-int cmd_id(cli *c)
-{
-	if (cli_no_more_options(c, "id") < 0 || c->argc)
-		return cli_usage("id", "");
-	weft_db *db;
-	int rc = cli_open(&db, c, WEFT_OPEN_READONLY);
-	if (rc)
-		return rc;
-	printf("%s\n", weft_db_device_id(db));
-	weft_db_close(db);
-	return CLI_OK;
-}
-
 /* Reads all of a stream (stdin or a file) up to max bytes. */
 static int slurp(FILE *f, unsigned char **out, size_t *len, size_t max)
 {

@@ -33,7 +33,13 @@ static const char schema_v1[] =
 	"  payload BLOB);"                  /* NULL once erased */
 	"CREATE INDEX weft_event_time ON weft_event(hlc, id);"
 	"CREATE INDEX weft_event_chain ON weft_event(author, seq);"
-	"CREATE INDEX weft_event_idem ON weft_event(scope, idem) WHERE idem IS NOT NULL;";
+	"CREATE INDEX weft_event_idem ON weft_event(scope, idem) WHERE idem IS NOT NULL;"
+	"CREATE TABLE weft_trust("
+	"  pk BLOB PRIMARY KEY,"
+	"  scopes TEXT NOT NULL,"           /* comma-separated, or '*' */
+	"  perms INTEGER NOT NULL,"
+	"  tls_hash BLOB,"                  /* pinned once endorsed */
+	"  added INTEGER NOT NULL) WITHOUT ROWID;";
 
 const char *weft_version(void) { return WEFT_VERSION_STRING; }
 int weft_version_number(void) { return WEFT_VERSION_NUMBER; }

@@ -522,6 +522,38 @@ WEFT_EXTERN void weft_feed_free(weft_feed *f);
 typedef void (*weft_commit_cb)(uint64_t changes, void *payload);
 WEFT_EXTERN int weft_db_on_commit(weft_db *db, weft_commit_cb cb, void *payload);
 
+/* ----------------------------------------------------------------- trust */
+
+/*
+ * The trust store: which devices may sync with this one, and what they may
+ * do per scope. Unknown and removed devices are refused during the TLS
+ * handshake, before any weft frame. Pairing: run `weft id` on both devices,
+ * compare the ids out of band, then `weft trust add ID` on each side.
+ */
+#define WEFT_TRUST_READ 0x1u  /* the device may receive events of its scopes */
+#define WEFT_TRUST_WRITE 0x2u /* the device may send events of its scopes */
+
+/* Adds or replaces the entry for pk. scopes[0..n) limits it to those
+ * scopes; scopes NULL means every scope. */
+WEFT_EXTERN int weft_trust_add(weft_db *db, const unsigned char pk[WEFT_PUBLIC_KEY_BYTES],
+                               const char *const *scopes, size_t n, unsigned perms);
+/* Revokes a device: refused from its next connection on. WEFT_ENOTFOUND. */
+WEFT_EXTERN int weft_trust_remove(weft_db *db, const unsigned char pk[WEFT_PUBLIC_KEY_BYTES]);
+
+typedef struct weft_trust_entry {
+	const unsigned char *pk; /* 32 bytes */
+	const char *scopes;      /* comma-separated, or "*" for every scope */
+	unsigned perms;          /* WEFT_TRUST_* */
+	int tls_pinned;          /* its TLS key was seen and endorsed */
+	unsigned char tls_key_hash[32];
+} weft_trust_entry;
+
+typedef int (*weft_trust_cb)(const weft_trust_entry *e, void *payload);
+WEFT_EXTERN int weft_trust_list(weft_db *db, weft_trust_cb cb, void *payload);
+/* The entry for one device (borrowed for the call), WEFT_ENOTFOUND if absent. */
+WEFT_EXTERN int weft_trust_get(weft_db *db, const unsigned char pk[WEFT_PUBLIC_KEY_BYTES],
+                               weft_trust_cb cb, void *payload);
+
 /* ------------------------------------------------------------------ sync */
 
 /*
@@ -618,6 +650,83 @@ WEFT_EXTERN const char *weft_session_errmsg(const weft_session *s);
  */
 WEFT_EXTERN int weft_sync_local(weft_session_stats *stats, weft_db *a, weft_db *b,
                                 const weft_session_options *opts);
+
+/* ------------------------------------------------------------- transport */
+
+/*
+ * A transport moves the bytes of a session. weft brings TLS over TCP
+ * (weft_tls_transport_new); an app can bring its own (WebSocket,
+ * Bluetooth) by filling this table. All calls but connect/accept/handshake
+ * are non-blocking; wait blocks until the connection can make progress.
+ * Failures return a negative WEFT_E* code with weft_error_last() set.
+ */
+typedef struct weft_transport {
+	unsigned version; /* WEFT_TRANSPORT_VERSION */
+	void *ctx;
+	/* Client side: a connection to address ("host:port"), authenticated. */
+	int (*connect)(void **conn, void *ctx, const char *address, uint64_t timeout_ms);
+	/* Server side: the next incoming connection (handshake not yet done);
+	 * WEFT_ETIMEOUT when none came in time. */
+	int (*accept)(void **conn, void *ctx, uint64_t timeout_ms);
+	/* Server side: authenticates an accepted connection (may be NULL). */
+	int (*handshake)(void *conn, uint64_t timeout_ms);
+	/* Sends up to len bytes; *sent may be 0 when the connection is busy. */
+	int (*send)(void *conn, const void *buf, size_t len, size_t *sent);
+	/* Receives up to cap bytes; *got 0: nothing yet. WEFT_EIO once closed. */
+	int (*recv)(void *conn, void *buf, size_t cap, size_t *got);
+	/* Waits until readable (or writable, with want_write) or timeout. */
+	int (*wait)(void *conn, int want_write, uint64_t timeout_ms);
+	void (*close)(void *conn);
+	/* The peer's authenticated device key, or NULL if not authenticated. */
+	const unsigned char *(*peer)(void *conn);
+} weft_transport;
+
+#define WEFT_TRANSPORT_VERSION 1
+
+typedef struct weft_tls_options {
+	unsigned version;            /* WEFT_TLS_OPTIONS_VERSION */
+	const char *listen;          /* "host:port" to accept on (port 0: any free); NULL: client only */
+	uint64_t connect_timeout_ms; /* 0: 10 s */
+	uint64_t handshake_timeout_ms; /* 0: 10 s */
+	/* Called (from any thread) when a device is refused, e.g. to log it. */
+	void (*on_refused)(const char *message, void *payload);
+	void *on_refused_payload;
+} weft_tls_options;
+
+#define WEFT_TLS_OPTIONS_VERSION 1
+#define WEFT_TLS_OPTIONS_INIT {WEFT_TLS_OPTIONS_VERSION, NULL, 0, 0, NULL, NULL}
+
+/*
+ * TLS 1.2 over TCP with mbedTLS: ECDHE-ECDSA P-256, AEAD suites only,
+ * extended master secret required, TCP_NODELAY. Each device's TLS key is
+ * derived from its device key; its self-signed certificate names the
+ * device. A peer is accepted only if it is in db's trust store (and, once
+ * pinned, with the same TLS key); after the handshake both sides exchange
+ * Ed25519 endorsements of their TLS key and of the TLS channel, so a
+ * certificate cannot be replayed with another key. db is used (under a
+ * lock) for trust lookups only and must outlive the transport.
+ */
+WEFT_EXTERN int weft_tls_transport_new(weft_transport **out, weft_db *db, const weft_tls_options *opts);
+WEFT_EXTERN void weft_tls_transport_free(weft_transport *t);
+/* The address actually listened on ("127.0.0.1:41234"), or NULL. */
+WEFT_EXTERN const char *weft_tls_listen_address(const weft_transport *t);
+/* SHA-256 of this device's TLS public key (SubjectPublicKeyInfo), to
+ * compare out of band when pairing. */
+WEFT_EXTERN int weft_tls_key_hash(unsigned char out[32], weft_db *db);
+
+/* Progress of a running sync, for a UI. */
+typedef void (*weft_sync_progress_fn)(const weft_session_stats *st, void *payload);
+
+/*
+ * Runs one session over a connection until both sides hold the same
+ * events or it fails. Handshakes first when the transport has one; the
+ * session's peer must be the device the transport authenticated. With
+ * opts->authorize NULL the trust store decides (permissions per scope).
+ * Closes nothing: the caller closes conn.
+ */
+WEFT_EXTERN int weft_sync_conn(weft_session_stats *stats, weft_db *db, const weft_transport *t, void *conn,
+                               weft_role role, const weft_session_options *opts,
+                               weft_sync_progress_fn progress, void *payload);
 
 #ifdef __cplusplus
 }
