@@ -3,7 +3,7 @@
 # Usage: scripts/deps.sh [extra-package ...]
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libsqlite3-dev sqlite3 libsodium-dev
-      libmbedtls-dev libcmocka-dev clang-14 libclang-rt-14-dev "$@")
+      libmbedtls-dev libcmocka-dev clang-14 libclang-rt-14-dev python3 iproute2 "$@")
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
