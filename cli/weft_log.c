@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli/weft_cli.h"
@@ -129,10 +130,17 @@ static void print_event_text(const weft_event *ev)
 	const unsigned char *p = weft_event_payload(ev, &plen);
 	weft_device_id_format(author, weft_event_author(ev));
 	uint64_t hlc = weft_event_hlc(ev);
-	printf("%.12s  %llu.%03llu+%llu  %.7s #%llu  %s  %s", weft_id_to_hex(hex, weft_event_id(ev)),
-	       (unsigned long long)(hlc >> 16) / 1000, (unsigned long long)(hlc >> 16) % 1000,
-	       (unsigned long long)(hlc & 0xffff), author, (unsigned long long)weft_event_seq(ev),
-	       weft_event_scope(ev), weft_event_kind(ev));
+	time_t secs = (time_t)((hlc >> 16) / 1000);
+	struct tm tm;
+	char when[32];
+	gmtime_r(&secs, &tm);
+	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+	printf("%.12s  %s.%03lluZ", weft_id_to_hex(hex, weft_event_id(ev)), when,
+	       (unsigned long long)(hlc >> 16) % 1000);
+	if (hlc & 0xffff)
+		printf("+%llu", (unsigned long long)(hlc & 0xffff));
+	printf("  %.7s #%llu  %s  %s", author, (unsigned long long)weft_event_seq(ev), weft_event_scope(ev),
+	       weft_event_kind(ev));
 	if (weft_event_idem_key(ev))
 		printf("  idem=%s", weft_event_idem_key(ev));
 	if (!p)
