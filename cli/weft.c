@@ -25,8 +25,8 @@ static const cli_command commands[] = {
 	{"feed", "NAME [--no-ack]", "print row changes since NAME's cursor as JSON lines, then ack", cmd_feed},
 	{"blame", "TABLE PK", "which event set each column's current value", cmd_blame},
 	{"trust", "add ID [--scopes a,b] [--read] [--write] | list | remove ID", "devices allowed to sync", cmd_trust},
-	{"serve", "--listen HOST:PORT [--max-conns N]", "accept sync sessions from trusted devices (TLS)", cmd_serve},
-	{"sync", "HOST:PORT [--scopes a,b] [--watch]", "sync with a device running `weft serve`", cmd_sync},
+	{"serve", "--listen HOST:PORT [--max-conns N] [--grace S]", "accept sync sessions from trusted devices (TLS)", cmd_serve},
+	{"sync", "HOST:PORT [--scopes a,b] [--watch [--interval S]]", "sync with a device running `weft serve`", cmd_sync},
 };
 
 static void usage(FILE *f)
@@ -35,7 +35,7 @@ static void usage(FILE *f)
 	           "The store is PATH, $WEFT_DB, or ./weft.db. A passphrase-protected key is\n"
 	           "unlocked with $WEFT_PASSPHRASE or --passphrase-file FILE.\n\ncommands:\n");
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-		fprintf(f, "  %-8s %-50s %s\n", commands[i].name, commands[i].args, commands[i].help);
+		fprintf(f, "  %-10s %-50s %s\n", commands[i].name, commands[i].args, commands[i].help);
 	fprintf(f, "\nweft %s\n", weft_version());
 }
 
@@ -115,7 +115,7 @@ int cli_no_more_options(cli *c, const char *cmd)
 const char *cli_passphrase(cli *c)
 {
 	static char buf[1024];
-	const char *file = cli_opt(c, "passphrase-file");
+	const char *file = c->passphrase_file;
 	if (file) {
 		FILE *f = fopen(file, "r");
 		if (!f) {
@@ -162,8 +162,9 @@ void cli_json_string(FILE *f, const char *s, size_t n)
 
 int main(int argc, char **argv)
 {
-	cli c = {NULL, argc - 1, argv + 1};
+	cli c = {NULL, NULL, argc - 1, argv + 1};
 	c.db_path = cli_opt(&c, "db");
+	c.passphrase_file = cli_opt(&c, "passphrase-file");
 	if (!c.db_path)
 		c.db_path = getenv("WEFT_DB");
 	if (!c.db_path || !*c.db_path)

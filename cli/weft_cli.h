@@ -15,6 +15,7 @@
 
 typedef struct cli {
 	const char *db_path;
+	const char *passphrase_file; /* global --passphrase-file */
 	int argc;
 	char **argv;
 } cli;

@@ -9,11 +9,14 @@ static _Thread_local weft_err thread_last;
 
 int err_setv(weft_err *e, int code, const char *fmt, va_list ap)
 {
+	/* Format aside first: an argument may point into either record. */
+	char msg[WEFT_ERRMSG_LEN];
+	vsnprintf(msg, sizeof(msg), fmt, ap);
 	thread_last.code = code;
-	vsnprintf(thread_last.msg, sizeof(thread_last.msg), fmt, ap);
+	memcpy(thread_last.msg, msg, sizeof(msg));
 	if (e && e != &thread_last) {
 		e->code = code;
-		memcpy(e->msg, thread_last.msg, sizeof(e->msg));
+		memcpy(e->msg, msg, sizeof(msg));
 	}
 	return code;
 }

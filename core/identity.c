@@ -234,7 +234,7 @@ int identity_load(identity *id, const char *path, const char *passphrase,
 	} else {
 		if (!passphrase || !passphrase[0]) {
 			rc = err_set(err, WEFT_EAUTH, "key file %s is protected by a passphrase; supply it "
-			             "(weft_open_options.passphrase, or WEFT_PASSPHRASE for the CLI)", path);
+			             "(weft_open_options.passphrase; for the weft command $WEFT_PASSPHRASE or --passphrase-file)", path);
 			goto out;
 		}
 		const unsigned char *p = b + 41;

@@ -57,7 +57,8 @@ B put todo rent2 title="pay rent (again)" --idem pay-rent-nov >/dev/null
 echo "B: milk renamed 'buy oat milk', +3 votes; bike claims owner ann too; rent submitted again with the same key"
 
 say "4. Sync: A serves on 127.0.0.1, B connects over TLS"
-A serve --listen 127.0.0.1:0 > serve.out 2> serve.log &
+# Not through A(): $! must be weft itself, not a subshell.
+"$weft" --db a.db serve --listen 127.0.0.1:0 > serve.out 2> serve.log &
 server_pid=$!
 for _ in $(seq 1 100); do grep -q '^listening on' serve.out 2>/dev/null && break; sleep 0.05; done
 addr=$(sed -n 's/^listening on \([^ ]*\) .*/\1/p' serve.out)
