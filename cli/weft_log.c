@@ -241,8 +241,10 @@ int cmd_verify(cli *c)
 	int status;
 	if (rc == WEFT_OK) {
 		printf("ok: %llu events verified", (unsigned long long)r.checked);
-		if (r.forks)
-			printf("; %llu fork(s) kept as evidence (see `weft heads`)", (unsigned long long)r.forks);
+		if (r.forks || r.broken_links)
+			printf("; %llu fork(s) and %llu disagreeing chain link(s) kept as evidence of authors "
+			       "who signed two histories (see `weft heads`)", (unsigned long long)r.forks,
+			       (unsigned long long)r.broken_links);
 		printf("\n");
 		status = CLI_OK;
 	} else if (rc == WEFT_ECORRUPT) {

@@ -16,7 +16,8 @@ static const char *const stmt_sql[STMT__COUNT] = {
 	[STMT_SCOPE_REF] = "SELECT ref FROM weft_scope WHERE name = ?1",
 	[STMT_SCOPE_INSERT] = "INSERT INTO weft_scope(name) VALUES (?1)",
 	[STMT_EVENT_BY_ID_EXISTS] = "SELECT 1 FROM weft_event WHERE id = ?1",
-	[STMT_EVENT_SAME_SEQ] = "SELECT id FROM weft_event WHERE author = ?1 AND seq = ?2",
+	[STMT_EVENT_SAME_SEQ] =
+		"SELECT seq, id, prev FROM weft_event WHERE author = ?1 AND seq BETWEEN ?2 - 1 AND ?2 + 1",
 	[STMT_EVENT_INSERT] =
 		"INSERT INTO weft_event(id, author, seq, prev, hlc, scope, kind, idem, "
 		"payload_len, payload_hash, sig, payload) "
@@ -221,16 +222,34 @@ int store_insert_event(weft_db *db, const struct weft_event *ev,
 	if ((rc = intern(db, &scope, STMT_SCOPE_REF, STMT_SCOPE_INSERT, ev->scope, -1, 0)) < 0)
 		return rc;
 
-	/* Another event at this author's sequence number is a fork: keep
-	 * both as evidence and flag the author. */
+	/* A fork: another event at this author's sequence number, or a chain
+	 * link that disagrees with a stored neighbour. Both events are validly
+	 * signed, so the author signed two histories: keep both as evidence
+	 * and flag the author. */
 	*status = WEFT_INGEST_NEW;
 	if (!(st = store_stmt(db, STMT_EVENT_SAME_SEQ)))
 		return db->err.code;
 	sqlite3_bind_int64(st, 1, author);
 	sqlite3_bind_int64(st, 2, (sqlite3_int64)ev->seq);
-	rc = sqlite3_step(st);
+	int same = 0, before = 0, before_links = 0, after = 0, after_links = 0;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		uint64_t seq = (uint64_t)sqlite3_column_int64(st, 0);
+		const void *id = sqlite3_column_blob(st, 1), *prev = sqlite3_column_blob(st, 2);
+		int id_ok = sqlite3_column_bytes(st, 1) == 32, prev_ok = sqlite3_column_bytes(st, 2) == 32;
+		if (seq == ev->seq) {
+			same = 1;
+		} else if (seq + 1 == ev->seq) {
+			before = 1;
+			before_links |= id_ok && memcmp(id, ev->prev.bytes, 32) == 0;
+		} else if (seq == ev->seq + 1) {
+			after = 1;
+			after_links |= prev_ok && memcmp(prev, ev->id.bytes, 32) == 0;
+		}
+	}
 	sqlite3_reset(st);
-	if (rc == SQLITE_ROW) {
+	if (rc != SQLITE_DONE)
+		return store_sqlite_error(db, rc, "checking an author's chain");
+	if (same || (before && !before_links) || (after && !after_links)) {
 		*status = WEFT_INGEST_FORK;
 		if (!(st = store_stmt(db, STMT_AUTHOR_FLAG_FORK)))
 			return db->err.code;
@@ -239,8 +258,6 @@ int store_insert_event(weft_db *db, const struct weft_event *ev,
 		sqlite3_reset(st);
 		if (rc != SQLITE_DONE)
 			return store_sqlite_error(db, rc, "flagging a forked author");
-	} else if (rc != SQLITE_DONE) {
-		return store_sqlite_error(db, rc, "checking an author's chain");
 	}
 
 	if (!(st = store_stmt(db, STMT_EVENT_INSERT)))

@@ -15,7 +15,7 @@ typedef struct verify_state {
 static void note_bad(verify_state *vs, const weft_id *id, const char *msg)
 {
 	char h[65];
-	if (vs->r->bad + vs->r->broken_links == 0) {
+	if (vs->r->bad == 0) {
 		vs->r->first_bad = *id;
 		err_set(&vs->first, WEFT_ECORRUPT, "event %s is bad: %s", weft_id_to_hex(h, id), msg);
 	}
@@ -76,26 +76,30 @@ int weft_db_verify(weft_verify_report *report, weft_db *db, weft_progress_cb cb,
 			rc = erc;
 			goto out;
 		}
+		int signed_ok = 0;
 		if (erc < 0) {
 			note_bad(&vs, &id, db->err.msg);
 			vs.r->bad++;
 		} else if (codec_event_verify_sig(ev, &db->err) < 0) {
 			note_bad(&vs, &id, "its signature does not verify (altered, or forged in its author's name)");
 			vs.r->bad++;
-		} else if (ev->payload) {
+		} else {
+			signed_ok = 1;
 			unsigned char h[32];
-			crypto_generichash(h, 32, ev->payload, ev->payload_len, NULL, 0);
-			if (sodium_memcmp(h, ev->payload_hash, 32) != 0) {
-				note_bad(&vs, &id, "its payload does not match the payload hash it was signed with");
-				vs.r->bad++;
+			if (ev->payload) {
+				crypto_generichash(h, 32, ev->payload, ev->payload_len, NULL, 0);
+				if (sodium_memcmp(h, ev->payload_hash, 32) != 0) {
+					note_bad(&vs, &id, "its payload does not match the payload hash it was signed with");
+					vs.r->bad++;
+				}
 			}
 		}
-		if (ev && ev->seq > 1) {
+		/* A link that disagrees between two validly signed events is not
+		 * damage: the author signed two histories (a fork), kept as evidence. */
+		if (signed_ok && ev->seq > 1) {
 			int lrc;
-			if (link_broken(&vs, sqlite3_column_int64(st, 12), ev, &lrc)) {
-				note_bad(&vs, &id, "its prev link does not name its author's previous event");
+			if (link_broken(&vs, sqlite3_column_int64(st, 12), ev, &lrc))
 				vs.r->broken_links++;
-			}
 			if (lrc < 0) {
 				codec_event_free(ev);
 				rc = lrc;
@@ -124,11 +128,10 @@ int weft_db_verify(weft_verify_report *report, weft_db *db, weft_progress_cb cb,
 		rc = store_sqlite_error(db, rc, "counting forks");
 		goto out;
 	}
-	if (vs.r->bad || vs.r->broken_links) {
-		rc = err_set(&db->err, WEFT_ECORRUPT, "%s (%llu bad event(s), %llu broken link(s) in %llu checked); "
+	if (vs.r->bad) {
+		rc = err_set(&db->err, WEFT_ECORRUPT, "%s (%llu bad event(s) in %llu checked); "
 		             "the store was altered or damaged: restore it from a peer",
-		             vs.first.msg, (unsigned long long)vs.r->bad,
-		             (unsigned long long)vs.r->broken_links, (unsigned long long)vs.r->checked);
+		             vs.first.msg, (unsigned long long)vs.r->bad, (unsigned long long)vs.r->checked);
 	} else {
 		err_clear(&db->err);
 		rc = WEFT_OK;

@@ -332,7 +332,8 @@ WEFT_EXTERN int weft_db_heads(weft_db *db, weft_head_cb cb, void *payload);
 typedef struct weft_verify_report {
 	uint64_t checked;     /* events checked */
 	uint64_t bad;         /* events whose id, signature or payload is wrong */
-	uint64_t broken_links;/* events whose prev is not the author's previous id */
+	uint64_t broken_links;/* validly signed events whose prev disagrees with the author's stored
+	                         previous event: fork evidence (not damage), kept */
 	uint64_t forks;       /* (author, seq) pairs holding more than one event */
 	weft_id first_bad;    /* the first bad event, if bad > 0 */
 } weft_verify_report;
@@ -342,7 +343,8 @@ typedef int (*weft_progress_cb)(uint64_t done, uint64_t total, void *payload);
 
 /*
  * Re-checks every stored event's id, signature and payload hash and every
- * chain link, and counts forks. Returns WEFT_OK when all is well,
+ * chain link, and counts forks (two events at one sequence number, or links
+ * that disagree between validly signed events: evidence, not damage). Returns WEFT_OK when all is well,
  * WEFT_ECORRUPT when anything is bad (weft_errmsg names the first bad event
  * and what is wrong with it), or another error if the check could not run.
  * report may be NULL; cb may be NULL.
@@ -533,8 +535,10 @@ WEFT_EXTERN int weft_db_on_commit(weft_db *db, weft_commit_cb cb, void *payload)
 #define WEFT_TRUST_READ 0x1u  /* the device may receive events of its scopes */
 #define WEFT_TRUST_WRITE 0x2u /* the device may send events of its scopes */
 
-/* Adds or replaces the entry for pk. scopes[0..n) limits it to those
- * scopes; scopes NULL means every scope. */
+/* Adds the entry for pk, or replaces its scopes and permissions (a TLS key
+ * already pinned stays pinned: to accept a reinstalled device with a new
+ * key, remove it first). scopes[0..n) limits it to those scopes; scopes
+ * NULL means every scope. */
 WEFT_EXTERN int weft_trust_add(weft_db *db, const unsigned char pk[WEFT_PUBLIC_KEY_BYTES],
                                const char *const *scopes, size_t n, unsigned perms);
 /* Revokes a device: refused from its next connection on. WEFT_ENOTFOUND. */
@@ -595,7 +599,8 @@ typedef struct weft_session_options {
 	unsigned version;            /* WEFT_SESSION_OPTIONS_VERSION */
 	const char *const *scopes;   /* scopes to sync; NULL: all (the peer may narrow) */
 	size_t nscopes;
-	uint32_t max_frame;          /* largest frame accepted or sent (0: 1 MiB; >= 64 KiB) */
+	uint32_t max_frame;          /* largest frame accepted or sent (0: 1 MiB, or more so the largest
+	                                event the store accepts fits; >= 64 KiB) */
 	uint32_t batch_events;       /* events per batch (0: 256) */
 	uint64_t idle_timeout_ms;    /* fail when the peer is silent this long (0: 60 s) */
 	weft_authorize_fn authorize; /* NULL: the peer may read and write every scope */
@@ -634,7 +639,9 @@ WEFT_EXTERN int weft_session_feed(weft_session *s, const void *bytes, size_t len
 WEFT_EXTERN void weft_session_output(weft_session *s, const void **bytes, size_t *len);
 /* Marks n bytes of the output as sent. */
 WEFT_EXTERN void weft_session_consume(weft_session *s, size_t n);
-/* Checks deadlines: WEFT_EPROTO-class failure when the peer idled too long. */
+/* Checks deadlines: fails with WEFT_ETIMEOUT (error frame in the output) when
+ * for idle_timeout_ms the peer sent nothing and took none of our output
+ * (weft_session_consume). Call it periodically. */
 WEFT_EXTERN int weft_session_tick(weft_session *s, uint64_t now_ms);
 WEFT_EXTERN weft_session_state weft_session_state_get(const weft_session *s);
 WEFT_EXTERN void weft_session_stats_get(weft_session_stats *out, const weft_session *s);
@@ -670,7 +677,8 @@ typedef struct weft_transport {
 	int (*accept)(void **conn, void *ctx, uint64_t timeout_ms);
 	/* Server side: authenticates an accepted connection (may be NULL). */
 	int (*handshake)(void *conn, uint64_t timeout_ms);
-	/* Sends up to len bytes; *sent may be 0 when the connection is busy. */
+	/* Sends up to len bytes; *sent may be 0 when the connection is busy.
+	 * send and recv fail with WEFT_EAUTH until the peer is authenticated. */
 	int (*send)(void *conn, const void *buf, size_t len, size_t *sent);
 	/* Receives up to cap bytes; *got 0: nothing yet. WEFT_EIO once closed. */
 	int (*recv)(void *conn, void *buf, size_t cap, size_t *got);
@@ -688,7 +696,9 @@ typedef struct weft_tls_options {
 	const char *listen;          /* "host:port" to accept on (port 0: any free); NULL: client only */
 	uint64_t connect_timeout_ms; /* 0: 10 s */
 	uint64_t handshake_timeout_ms; /* 0: 10 s */
-	/* Called (from any thread) when a device is refused, e.g. to log it. */
+	/* Called (from any thread) once per connection that fails to
+	 * authenticate, on either side, with a sentence naming the device
+	 * and what to do (e.g. the `weft trust add` to run); for logging. */
 	void (*on_refused)(const char *message, void *payload);
 	void *on_refused_payload;
 } weft_tls_options;
@@ -722,6 +732,8 @@ typedef void (*weft_sync_progress_fn)(const weft_session_stats *st, void *payloa
  * events or it fails. Handshakes first when the transport has one; the
  * session's peer must be the device the transport authenticated. With
  * opts->authorize NULL the trust store decides (permissions per scope).
+ * Returns WEFT_EPERM when scopes named in opts were not all granted by the
+ * peer (the granted ones still synced). stats is zeroed on entry.
  * Closes nothing: the caller closes conn.
  */
 WEFT_EXTERN int weft_sync_conn(weft_session_stats *stats, weft_db *db, const weft_transport *t, void *conn,

@@ -11,7 +11,8 @@
 #define FRAME_HEADER 5
 #define FRAME_MAX_DEFAULT (1u << 20)
 #define FRAME_MAX_MIN (64u << 10)
-#define FRAME_MAX_HARD (64u << 20)
+/* Room for the largest event any store accepts (64 MiB payload). */
+#define FRAME_MAX_HARD ((64u << 20) + (64u << 10))
 
 enum frame_type {
 	FRAME_HELLO = 1,    /* version, device key, scopes */

@@ -11,6 +11,12 @@
  *          ◀─────────────  EVENTS (wanted), WANT_END, ACK (for ours)
  *   ACK (for theirs), DONE ───────────────▶
  *          ◀───────────────────────────────  DONE
+ *
+ * Memory stays bounded by the reconciliation set (ids and timestamps of the
+ * shared scopes, never whole events): the client queues the events the
+ * server lacks as runs of indices into that set, the server queues at most
+ * one reconciliation round of wanted ids, and at most WINDOW batches are in
+ * flight unacknowledged.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,8 +34,15 @@
 #define WINDOW 2                  /* unacknowledged EVENTS frames in flight */
 #define WANT_IDS_MAX 4096         /* ids per WANT frame */
 #define SENDQ_MAX (1u << 16)      /* queued ids; a peer asking more breaks protocol */
+/* Largest reconciliation message, whatever the frame limit: one round then
+ * names at most NEG_LIMIT_MAX / 32 ids, which keeps the server's queue of
+ * wanted ids under SENDQ_MAX. */
+#define NEG_LIMIT_MAX (1u << 20)
+#define NEG_FRAME_SLACK 64
 #define IDLE_DEFAULT_MS 60000
-#define MAX_SCOPES 1024
+/* A hello listing this many scopes (66 bytes each at most) still fits the
+ * smallest frame limit. */
+#define MAX_SCOPES 960
 
 #define HELLO_ALL 0x1   /* client: sync every scope; server: grants everything */
 #define GRANT_READ 0x1
@@ -39,6 +52,11 @@ typedef struct qitem {
 	unsigned char id[32];
 	uint8_t want_end; /* server: a WANT ends after this entry */
 } qitem;
+
+/* Client: items [lo, hi) of the reconciliation set, to send. */
+typedef struct run {
+	size_t lo, hi;
+} run;
 
 typedef struct scope_grant {
 	char name[WEFT_SCOPE_MAX + 1];
@@ -50,9 +68,12 @@ struct weft_session {
 	weft_db *db;
 	weft_role role;
 	weft_session_state state;
-	uint32_t max_frame, batch;
-	uint64_t idle_ms, last_rx;
+	uint32_t max_frame; /* largest frame we accept */
+	uint32_t send_max;  /* largest frame we send: min(ours, the peer's) */
+	uint32_t batch;
+	uint64_t idle_ms, last_rx; /* last sign of life from the peer */
 	int clock_started;
+	int tx_progress;    /* output was consumed since the last check */
 	weft_authorize_fn authorize;
 	void *auth_payload;
 	char **want_scopes; /* what our options asked for (NULL: all) */
@@ -72,8 +93,12 @@ struct weft_session {
 	size_t neg_next_len;
 	int neg_done, neg_waiting;
 
-	qitem *q;           /* ids of events to send */
+	qitem *q;           /* server: ids of events asked for */
 	size_t qhead, qlen, qcap;
+	run *runs;          /* client: our events the server lacks */
+	size_t rhead, rlen, rcap;
+	unsigned char *queued; /* client: bitmap over the set, already queued */
+	size_t hint;           /* client: where the last reported id was found */
 	uint32_t unacked;
 	uint64_t outstanding_wants; /* client: WANT frames not yet answered */
 	int sent_done, peer_done;
@@ -136,6 +161,73 @@ static int q_push(weft_session *s, const unsigned char id[32], int want_end)
 	return WEFT_OK;
 }
 
+/* Client: queue item idx of the set (once per session). */
+static int run_push(weft_session *s, size_t idx)
+{
+	if (s->queued[idx / 8] & (1u << (idx % 8)))
+		return WEFT_OK;
+	s->queued[idx / 8] |= (unsigned char)(1u << (idx % 8));
+	if (s->rlen && s->runs[s->rhead + s->rlen - 1].hi == idx) {
+		s->runs[s->rhead + s->rlen - 1].hi++;
+		return WEFT_OK;
+	}
+	if (s->rhead + s->rlen == s->rcap) {
+		if (s->rhead) {
+			memmove(s->runs, s->runs + s->rhead, s->rlen * sizeof(run));
+			s->rhead = 0;
+		}
+		if (s->rlen == s->rcap) {
+			size_t cap = s->rcap ? s->rcap * 2 : 64;
+			run *r = weft__realloc(s->runs, cap * sizeof(run));
+			if (!r)
+				return oom(s);
+			s->runs = r;
+			s->rcap = cap;
+		}
+	}
+	s->runs[s->rhead + s->rlen++] = (run){idx, idx + 1};
+	return WEFT_OK;
+}
+
+/* Events waiting to be sent (client: runs; server: wanted ids). */
+static int sendq_empty(const weft_session *s)
+{
+	return s->role == WEFT_ROLE_CLIENT ? s->rlen == 0 : s->qlen == 0;
+}
+
+/* The next id to send and whether a WANT ends with it; 0 when empty. */
+static int sendq_peek(const weft_session *s, unsigned char id[32], int *want_end)
+{
+	if (s->role == WEFT_ROLE_CLIENT) {
+		if (!s->rlen)
+			return 0;
+		memcpy(id, neg_set_id(s->set, s->runs[s->rhead].lo), 32);
+		*want_end = 0;
+		return 1;
+	}
+	if (!s->qlen)
+		return 0;
+	memcpy(id, s->q[s->qhead].id, 32);
+	*want_end = s->q[s->qhead].want_end;
+	return 1;
+}
+
+static void sendq_pop(weft_session *s)
+{
+	if (s->role == WEFT_ROLE_CLIENT) {
+		run *r = &s->runs[s->rhead];
+		if (++r->lo == r->hi) {
+			s->rhead++;
+			if (!--s->rlen)
+				s->rhead = 0;
+		}
+		return;
+	}
+	s->qhead++;
+	if (!--s->qlen)
+		s->qhead = 0;
+}
+
 static const scope_grant *grant_of(const weft_session *s, const char *scope)
 {
 	for (size_t i = 0; i < s->ngrants; i++)
@@ -144,13 +236,25 @@ static const scope_grant *grant_of(const weft_session *s, const char *scope)
 	return NULL;
 }
 
+/* We send events of g: we let the peer read, it lets us write. */
+static int flows_out(const scope_grant *g)
+{
+	return (g->our_grants & GRANT_READ) && (g->peer_grants & GRANT_WRITE);
+}
+
+/* We receive events of g: it lets us read, we let it write. */
+static int flows_in(const scope_grant *g)
+{
+	return (g->peer_grants & GRANT_READ) && (g->our_grants & GRANT_WRITE);
+}
+
 /* May we send the peer an event of this scope? */
 static int may_send(const weft_session *s, const char *scope)
 {
 	if (s->all)
 		return 1;
 	const scope_grant *g = grant_of(s, scope);
-	return g && (g->our_grants & GRANT_READ) && (g->peer_grants & GRANT_WRITE);
+	return g && flows_out(g);
 }
 
 /* May we accept from the peer an event of this scope? */
@@ -190,7 +294,7 @@ static int store_scopes(weft_db *db, char ***out, size_t *n)
 	*out = NULL;
 	*n = 0;
 	sqlite3_stmt *st;
-	int rc = sqlite3_prepare_v2(db->sql, "SELECT name FROM weft_scope ORDER BY name LIMIT 1024", -1, &st, NULL);
+	int rc = sqlite3_prepare_v2(db->sql, "SELECT name FROM weft_scope ORDER BY name", -1, &st, NULL);
 	if (rc != SQLITE_OK)
 		return store_sqlite_error(db, rc, "listing scopes");
 	char **v = weft__calloc(MAX_SCOPES, sizeof(char *));
@@ -209,6 +313,8 @@ static int store_scopes(weft_db *db, char ***out, size_t *n)
 	*out = v;
 	if (rc == SQLITE_NOMEM)
 		return err_set(&db->err, WEFT_ENOMEM, "out of memory");
+	if (rc == SQLITE_ROW)
+		return err_set(&db->err, WEFT_ELIMIT, "the store holds more than %d scopes: name the scopes to sync", MAX_SCOPES);
 	return WEFT_OK;
 }
 
@@ -260,6 +366,8 @@ int weft_session_new(weft_session **out, weft_db *db, weft_role role, const weft
 		               opts->version);
 	if (opts->max_frame && (opts->max_frame < FRAME_MAX_MIN || opts->max_frame > FRAME_MAX_HARD))
 		return err_set(&db->err, WEFT_EINVAL, "max_frame must be between %u and %u bytes", FRAME_MAX_MIN, FRAME_MAX_HARD);
+	if (opts->nscopes && !opts->scopes)
+		return err_set(&db->err, WEFT_EINVAL, "weft_session_options: nscopes without scopes");
 	if (db->readonly)
 		return err_set(&db->err, WEFT_EPERM, "syncing needs a store opened for writing");
 	weft_session *s = weft__calloc(1, sizeof(*s));
@@ -268,7 +376,15 @@ int weft_session_new(weft_session **out, weft_db *db, weft_role role, const weft
 	s->db = db;
 	s->role = role;
 	s->state = WEFT_SESSION_HANDSHAKE;
-	s->max_frame = opts->max_frame ? opts->max_frame : FRAME_MAX_DEFAULT;
+	if (opts->max_frame) {
+		s->max_frame = opts->max_frame;
+	} else {
+		/* By default any event this store accepts fits in one frame. */
+		uint64_t need = (uint64_t)db->max_payload + EVENT_OVERHEAD_MAX + FRAME_HEADER + 8 + 64;
+		s->max_frame = need > FRAME_MAX_DEFAULT ? (uint32_t)(need < FRAME_MAX_HARD ? need : FRAME_MAX_HARD)
+		                                        : FRAME_MAX_DEFAULT;
+	}
+	s->send_max = s->max_frame;
 	s->batch = opts->batch_events ? (opts->batch_events > BATCH_MAX ? BATCH_MAX : opts->batch_events) : BATCH_DEFAULT;
 	s->idle_ms = opts->idle_timeout_ms ? opts->idle_timeout_ms : IDLE_DEFAULT_MS;
 	s->authorize = opts->authorize;
@@ -286,6 +402,7 @@ int weft_session_new(weft_session **out, weft_db *db, weft_role role, const weft
 		char **names = s->want_scopes;
 		size_t n = s->n_want;
 		if (!names && (rc = store_scopes(db, &names, &n)) < 0) {
+			free_strv(names, n);
 			weft_session_free(s);
 			return rc;
 		}
@@ -313,6 +430,8 @@ void weft_session_free(weft_session *s)
 	weft__free(s->grants);
 	weft__free(s->neg_next);
 	weft__free(s->q);
+	weft__free(s->runs);
+	weft__free(s->queued);
 	weft__free(s);
 }
 
@@ -323,25 +442,37 @@ static int add_item(void *payload, uint64_t hlc, const unsigned char id[32])
 	return neg_set_add(payload, hlc, id);
 }
 
+/* The scopes both sides reconcile: those where events may flow at least
+ * one way. Both sides compute the same list from the agreed grants. */
 static int build_set(weft_session *s)
 {
 	int rc = neg_set_new(&s->set);
 	if (rc < 0)
 		return oom(s);
 	const char **names = NULL;
+	size_t n = 0;
 	if (!s->all) {
 		names = weft__calloc(s->ngrants ? s->ngrants : 1, sizeof(char *));
 		if (!names)
 			return oom(s);
 		for (size_t i = 0; i < s->ngrants; i++)
-			names[i] = s->grants[i].name;
+			if (flows_out(&s->grants[i]) || flows_in(&s->grants[i]))
+				names[n++] = s->grants[i].name;
 	}
-	rc = store_scan_items(s->db, s->all ? NULL : names, s->ngrants, add_item, s->set);
+	rc = store_scan_items(s->db, s->all ? NULL : names, n, add_item, s->set);
 	weft__free(names);
 	if (rc == 0)
 		rc = neg_set_seal(s->set);
+	size_t limit = (s->send_max < NEG_LIMIT_MAX ? s->send_max : NEG_LIMIT_MAX) - NEG_FRAME_SLACK;
 	if (rc == 0)
-		rc = neg_reconciler_new(&s->neg, s->set, 0, neg_set_size(s->set), s->max_frame - 64);
+		rc = neg_reconciler_new(&s->neg, s->set, 0, neg_set_size(s->set), limit);
+	if (rc == 0 && s->role == WEFT_ROLE_CLIENT) {
+		s->queued = weft__calloc(neg_set_size(s->set) / 8 + 1, 1);
+		if (!s->queued)
+			rc = WEFT_ENOMEM;
+	}
+	if (rc == WEFT_ENOMEM)
+		return oom(s);
 	if (rc < 0)
 		return session_fail(s, rc, "cannot list events to reconcile: %s", weft_errmsg(s->db));
 	return WEFT_OK;
@@ -374,15 +505,45 @@ static void flush_want(diff_ctx *d)
 	d->nwant = 0;
 }
 
+/* Index of id in our set: the reconciler hands out ids of its set, so find
+ * the pointer by bisection; compare bytes, and scan if that fails. */
+static size_t set_index(weft_session *s, const unsigned char id[32])
+{
+	size_t n = neg_set_size(s->set), lo = 0, hi = n;
+	uintptr_t p = (uintptr_t)id;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if ((uintptr_t)neg_set_id(s->set, mid) < p)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo < n && memcmp(neg_set_id(s->set, lo), id, 32) == 0)
+		return lo;
+	for (size_t k = 0; k < n; k++) {
+		size_t i = (s->hint + k) % n;
+		if (memcmp(neg_set_id(s->set, i), id, 32) == 0)
+			return s->hint = i;
+	}
+	return SIZE_MAX;
+}
+
 static int on_diff(void *payload, enum neg_diff_kind kind, const uint8_t id[NEG_ID_BYTES])
 {
 	diff_ctx *d = payload;
 	weft_session *s = d->s;
 	if (kind == NEG_HAVE) {
-		d->rc = q_push(s, id, 0);
+		size_t idx = set_index(s, id);
+		if (idx == SIZE_MAX) {
+			d->rc = session_fail(s, WEFT_ERROR, "reconciliation reported an event this store does not list "
+			                     "(a bug in weft; please report)");
+			return 1;
+		}
+		d->rc = run_push(s, idx);
 		return d->rc < 0;
 	}
-	/* With a frame limit an id may be reported twice: skip what arrived. */
+	/* With a frame limit an id may be reported again in a later round;
+	 * rounds wait until every WANT was answered, so the store knows. */
 	int has = store_has_event(s->db, id);
 	if (has < 0) {
 		d->rc = session_fail(s, has, "%s", weft_errmsg(s->db));
@@ -391,7 +552,7 @@ static int on_diff(void *payload, enum neg_diff_kind kind, const uint8_t id[NEG_
 	if (has)
 		return 0;
 	memcpy(d->want + 32 * d->nwant++, id, 32);
-	if (d->nwant == WANT_IDS_MAX || (d->nwant + 1) * 32 + FRAME_HEADER > s->max_frame)
+	if (d->nwant == WANT_IDS_MAX || (d->nwant + 1) * 32 + FRAME_HEADER > s->send_max)
 		flush_want(d);
 	return 0;
 }
@@ -423,13 +584,13 @@ static int on_neg(weft_session *s, const frame *f)
 	if (d.rc < 0)
 		return d.rc;
 	if (rc < 0)
-		return session_fail(s, rc == WEFT_ENOMEM ? rc : WEFT_EPROTO, "bad reconciliation message: %s",
-		                    neg_last_error(s->neg));
+		return session_fail(s, rc == WEFT_ENOMEM || rc == WEFT_EVERSION ? rc : WEFT_EPROTO,
+		                    "bad reconciliation message: %s", neg_last_error(s->neg));
 	if (reply_len == 0) {
 		s->neg_done = 1;
 		return WEFT_OK;
 	}
-	/* Hold the next message until what this round found is moving. */
+	/* Hold the next message until what this round found has arrived. */
 	unsigned char *copy = weft__realloc(s->neg_next, reply_len);
 	if (!copy)
 		return oom(s);
@@ -495,14 +656,22 @@ static int parse_hello(weft_session *s, const frame *f, hello *h, int with_bits)
 		return session_fail(s, WEFT_EPROTO, "peer's hello lists %u scopes (at most %d)", h->n, MAX_SCOPES);
 	if (h->max_frame < FRAME_MAX_MIN)
 		return session_fail(s, WEFT_EPROTO, "peer's frame limit %u is below the minimum %u", h->max_frame, FRAME_MAX_MIN);
-	if (h->role == s->role)
-		return session_fail(s, WEFT_EPROTO, "both sides of the session act as %s",
-		                    s->role == WEFT_ROLE_CLIENT ? "client" : "server");
+	if (h->flags & ~HELLO_ALL)
+		return session_fail(s, WEFT_EPROTO, "peer's hello sets unknown flags 0x%02x", h->flags);
+	int want_role = s->role == WEFT_ROLE_CLIENT ? WEFT_ROLE_SERVER : WEFT_ROLE_CLIENT;
+	if (h->role != want_role)
+		return session_fail(s, WEFT_EPROTO, "peer's hello says role %u; a %s needs a %s", h->role,
+		                    s->role == WEFT_ROLE_CLIENT ? "client" : "server",
+		                    s->role == WEFT_ROLE_CLIENT ? "server" : "client");
 	h->scopes = weft__calloc(h->n ? h->n : 1, sizeof(scope_grant));
 	if (!h->scopes)
 		return oom(s);
 	for (uint16_t i = 0; i < h->n; i++) {
-		if (rd_name(&r, h->scopes[i].name) < 0 || (with_bits && rd_take(&r, &h->scopes[i].peer_grants, 1) < 0)) {
+		int bad = rd_name(&r, h->scopes[i].name) < 0 ||
+		          (with_bits && rd_take(&r, &h->scopes[i].peer_grants, 1) < 0);
+		for (uint16_t j = 0; j < i && !bad; j++)
+			bad = strcmp(h->scopes[j].name, h->scopes[i].name) == 0;
+		if (bad || (h->scopes[i].peer_grants & ~(GRANT_READ | GRANT_WRITE))) {
 			weft__free(h->scopes);
 			h->scopes = NULL;
 			return session_fail(s, WEFT_EPROTO, "peer's hello has a malformed scope list");
@@ -513,6 +682,7 @@ static int parse_hello(weft_session *s, const frame *f, hello *h, int with_bits)
 		h->scopes = NULL;
 		return session_fail(s, WEFT_EPROTO, "peer's hello has trailing bytes");
 	}
+	s->send_max = h->max_frame < s->max_frame ? h->max_frame : s->max_frame;
 	return WEFT_OK;
 }
 
@@ -538,9 +708,9 @@ static int decide(weft_session *s, const unsigned char peer[32], scope_grant *g,
 		if (rc < 0) {
 			char dev[WEFT_DEVICE_ID_LEN + 1];
 			weft_device_id_format(dev, peer);
-			rc = session_fail(s, rc == WEFT_EPERM || rc == WEFT_EAUTH ? rc : WEFT_EPERM,
-			                  "device %s is not allowed to sync with this store%s%s", dev,
-			                  weft_errmsg(s->db)[0] ? ": " : "", weft_errmsg(s->db));
+			rc = session_fail(s, rc == WEFT_EAUTH ? rc : WEFT_EPERM,
+			                  "device %s is not allowed to sync with this store (refused by the authorize "
+			                  "callback: %s)", dev, weft_errname(rc));
 		}
 	}
 	weft__free(names);
@@ -564,6 +734,7 @@ static int on_hello_server(weft_session *s, const frame *f)
 	size_t nmine = 0;
 	if ((h.flags & HELLO_ALL) && (rc = store_scopes(s->db, &mine, &nmine)) < 0) {
 		weft__free(g);
+		free_strv(mine, nmine);
 		return session_fail(s, rc, "%s", weft_errmsg(s->db));
 	}
 	if (nmine) {
@@ -574,9 +745,10 @@ static int on_hello_server(weft_session *s, const frame *f)
 			return oom(s);
 		}
 		g = bigger;
+		size_t listed = n;
 		for (size_t i = 0; i < nmine; i++) {
 			int dup = 0;
-			for (size_t k = 0; k < n && !dup; k++)
+			for (size_t k = 0; k < listed && !dup; k++)
 				dup = strcmp(g[k].name, mine[i]) == 0;
 			if (!dup && n < MAX_SCOPES) {
 				memset(&g[n], 0, sizeof(g[n]));
@@ -610,7 +782,7 @@ static int on_hello_server(weft_session *s, const frame *f)
 	return WEFT_OK;
 }
 
-/* START: the client's final list of scopes with both sides' grants. */
+/* START: the client's final list of scopes with its grants. */
 static int on_hello_client(weft_session *s, const frame *f)
 {
 	hello h;
@@ -625,15 +797,15 @@ static int on_hello_client(weft_session *s, const frame *f)
 		return rc;
 	}
 	/* Everything both ways only when neither side restricts anything and
-	 * we asked for all; otherwise the scopes both sides may read, and of
-	 * those the ones we asked for. */
+	 * we asked for all; otherwise the scopes we asked for where events
+	 * may flow at least one way. */
 	s->all = !s->want_scopes && (h.flags & HELLO_ALL) && !s->authorize;
 	size_t k = 0;
 	for (size_t i = 0; i < h.n; i++) {
 		int asked = !s->want_scopes;
 		for (size_t j = 0; j < s->n_want && !asked; j++)
 			asked = strcmp(s->want_scopes[j], g[i].name) == 0;
-		if (asked && (g[i].peer_grants & GRANT_READ) && (g[i].our_grants & GRANT_READ))
+		if (asked && (flows_out(&g[i]) || flows_in(&g[i])))
 			g[k++] = g[i];
 	}
 	s->grants = g;
@@ -667,8 +839,8 @@ static int on_start(weft_session *s, const frame *f)
 	if (rd_take(&r, &flags, 1) < 0 || rd_take(&r, n2, 2) < 0)
 		return session_fail(s, WEFT_EPROTO, "peer's scope agreement is truncated");
 	size_t n = (size_t)(n2[0] << 8 | n2[1]);
-	if (n > s->ngrants)
-		return session_fail(s, WEFT_EPROTO, "peer agreed to scopes this side never offered");
+	if (n > s->ngrants || (flags & ~HELLO_ALL))
+		return session_fail(s, WEFT_EPROTO, "peer's scope agreement is malformed");
 	if (flags & HELLO_ALL) {
 		if (s->authorize)
 			return session_fail(s, WEFT_EPERM, "peer asked for every scope, but this side grants scopes one by one");
@@ -680,17 +852,28 @@ static int on_start(weft_session *s, const frame *f)
 	for (size_t i = 0; i < n; i++) {
 		uint8_t bits;
 		char name[WEFT_SCOPE_MAX + 1];
-		if (rd_name(&r, name) < 0 || rd_take(&r, &bits, 1) < 0) {
+		int dup = 0;
+		if (rd_name(&r, name) == 0)
+			for (size_t j = 0; j < i && !dup; j++)
+				dup = strcmp(agreed[j].name, name) == 0;
+		else
+			dup = 1;
+		if (dup || rd_take(&r, &bits, 1) < 0 || (bits & ~(GRANT_READ | GRANT_WRITE))) {
 			weft__free(agreed);
 			return session_fail(s, WEFT_EPROTO, "peer's scope agreement is malformed");
 		}
 		const scope_grant *ours = grant_of(s, name);
-		if (!ours || !(ours->our_grants & GRANT_READ)) {
+		if (!ours) {
 			weft__free(agreed);
-			return session_fail(s, WEFT_EPERM, "peer asked to read scope %s, which it may not read", name);
+			return session_fail(s, WEFT_EPROTO, "peer agreed to scope %s, which this side never offered", name);
 		}
 		agreed[i] = *ours;
 		agreed[i].peer_grants = bits;
+		if (!flows_out(&agreed[i]) && !flows_in(&agreed[i])) {
+			weft__free(agreed);
+			return session_fail(s, WEFT_EPERM, "peer asked to sync scope %s, which it may neither read nor write",
+			                    name);
+		}
 	}
 	if (r.p != r.end) {
 		weft__free(agreed);
@@ -724,10 +907,7 @@ static int on_events(weft_session *s, const frame *f)
 		weft__free(result);
 		return oom(s);
 	}
-	int refused = 0;
-	char why[WEFT_ERRMSG_LEN] = "";
-	int why_code = 0;
-	size_t n = 0;
+	/* The frame must parse completely before anything is stored. */
 	for (uint32_t i = 0; i < count; i++) {
 		unsigned char l4[4];
 		if (rd_take(&r, l4, 4) < 0 || codec_get_u32(l4) > (size_t)(r.end - r.p)) {
@@ -735,14 +915,25 @@ static int on_events(weft_session *s, const frame *f)
 			weft__free(result);
 			return session_fail(s, WEFT_EPROTO, "peer's event batch is malformed at event %u", i);
 		}
-		uint32_t len = codec_get_u32(l4);
-		const unsigned char *ev = r.p;
-		r.p += len;
+		b[i].len = codec_get_u32(l4);
+		b[i].data = r.p;
+		r.p += b[i].len;
+	}
+	if (r.p != r.end) {
+		weft__free(b);
+		weft__free(result);
+		return session_fail(s, WEFT_EPROTO, "peer's event batch has trailing bytes");
+	}
+	int refused = 0;
+	char why[WEFT_ERRMSG_LEN] = "";
+	int why_code = 0;
+	size_t n = 0;
+	for (uint32_t i = 0; i < count; i++) {
 		/* Scope permission first: events of scopes the peer may not
 		 * write are refused before they are verified or stored. */
 		struct weft_event *e;
 		weft_err derr;
-		if (codec_event_decode(&e, ev, len, s->db->max_payload, &derr) == WEFT_OK) {
+		if (codec_event_decode(&e, b[i].data, b[i].len, s->db->max_payload, &derr) == WEFT_OK) {
 			int ok = may_accept(s, e->scope);
 			if (!ok && !refused++) {
 				char dev[WEFT_DEVICE_ID_LEN + 1];
@@ -754,14 +945,7 @@ static int on_events(weft_session *s, const frame *f)
 			if (!ok)
 				continue;
 		}
-		b[n].data = ev;
-		b[n].len = len;
-		n++;
-	}
-	if (r.p != r.end) {
-		weft__free(b);
-		weft__free(result);
-		return session_fail(s, WEFT_EPROTO, "peer's event batch has trailing bytes");
+		b[n++] = b[i];
 	}
 	s->stats.events_to_fetch = s->stats.events_to_fetch > count ? s->stats.events_to_fetch - count : 0;
 	int rc = n ? weft_db_ingest_batch(result, s->db, b, n) : WEFT_OK;
@@ -769,9 +953,11 @@ static int on_events(weft_session *s, const frame *f)
 	for (size_t i = 0; rc == WEFT_OK && i < n; i++) {
 		if (result[i] == WEFT_INGEST_NEW || result[i] == WEFT_INGEST_FORK) {
 			fresh++;
-		} else if (result[i] < 0 && !refused++) {
-			snprintf(why, sizeof(why), "peer sent an invalid event: %s", weft_errmsg(s->db));
-			why_code = result[i];
+		} else if (result[i] < 0) {
+			if (!refused++) {
+				snprintf(why, sizeof(why), "peer sent an invalid event: %s", weft_errmsg(s->db));
+				why_code = result[i];
+			}
 		}
 	}
 	weft__free(b);
@@ -788,30 +974,38 @@ static int on_events(weft_session *s, const frame *f)
 	return WEFT_OK;
 }
 
-/* Sends one EVENTS batch from the queue (and WANT_END markers). */
+static void send_want_end(weft_session *s)
+{
+	size_t w = frame_begin(&s->out, FRAME_WANT_END);
+	frame_end(&s->out, w);
+}
+
+/*
+ * Sends one EVENTS batch from the queue, and a WANT_END after the last event
+ * of each WANT. Events that cannot go are dropped from the queue: gone from
+ * the store, not permitted, or too large for the peer's frame limit.
+ */
 static int send_batch(weft_session *s)
 {
 	size_t start = 0, count_at = 0;
 	uint32_t count = 0;
-	size_t bytes = 4;
-	int rc = WEFT_OK;
-	while (s->qlen && count < s->batch) {
-		qitem *it = &s->q[s->qhead];
-		weft_id id;
-		memcpy(id.bytes, it->id, 32);
+	size_t bytes = FRAME_HEADER + 4;
+	unsigned char id[32];
+	int end = 0;
+	while (count < s->batch && sendq_peek(s, id, &end)) {
+		weft_id wid;
+		memcpy(wid.bytes, id, 32);
 		weft_event *ev = NULL;
-		int grc = weft_db_get(&ev, s->db, &id);
-		if (grc < 0 && grc != WEFT_ENOTFOUND) {
-			rc = session_fail(s, grc, "cannot read an event to send: %s", weft_errmsg(s->db));
-			break;
-		}
+		int rc = weft_db_get(&ev, s->db, &wid);
+		if (rc < 0 && rc != WEFT_ENOTFOUND)
+			return session_fail(s, rc, "cannot read an event to send: %s", weft_errmsg(s->db));
 		size_t len = 0;
 		const void *enc = ev ? weft_event_bytes(ev, &len) : NULL;
-		if (ev && count && bytes + 4 + len + FRAME_HEADER > s->max_frame) {
+		if (ev && count && bytes + 4 + len > s->send_max) {
 			weft_event_free(ev);
 			break; /* next batch */
 		}
-		if (ev && may_send(s, weft_event_scope(ev)) && bytes + 4 + len + FRAME_HEADER <= s->max_frame) {
+		if (ev && may_send(s, weft_event_scope(ev)) && bytes + 4 + len <= s->send_max) {
 			if (!count) {
 				start = frame_begin(&s->out, FRAME_EVENTS);
 				count_at = s->out.len;
@@ -823,31 +1017,21 @@ static int send_batch(weft_session *s)
 			count++;
 		}
 		weft_event_free(ev);
-		int end = it->want_end;
-		s->qhead++;
-		s->qlen--;
+		sendq_pop(s);
 		if (end) {
 			if (count)
-				break; /* close this batch first, then WANT_END */
-			size_t w = frame_begin(&s->out, FRAME_WANT_END);
-			frame_end(&s->out, w);
+				break; /* close this batch, then WANT_END */
+			send_want_end(s);
 		}
-		if (!s->qlen)
-			s->qhead = 0;
 	}
 	if (count && !s->out.oom) {
 		codec_put_u32(s->out.data + count_at, count);
 		frame_end(&s->out, start);
 		s->unacked++;
-		/* A WANT_END right after the batch it closes. */
-		if (s->qhead > 0 && s->q[s->qhead - 1].want_end) {
-			size_t w = frame_begin(&s->out, FRAME_WANT_END);
-			frame_end(&s->out, w);
-		}
+		if (end)
+			send_want_end(s);
 	}
-	if (!s->qlen)
-		s->qhead = 0;
-	return rc;
+	return WEFT_OK;
 }
 
 /* Moves the session forward: batches, paced reconciliation, DONE. */
@@ -856,17 +1040,20 @@ static int pump(weft_session *s)
 	if (s->state != WEFT_SESSION_SYNCING)
 		return s->state == WEFT_SESSION_FAILED ? s->stats.result : WEFT_OK;
 	int rc;
-	while (s->qlen && s->unacked < WINDOW)
+	while (!sendq_empty(s) && s->unacked < WINDOW && !s->out.oom)
 		if ((rc = send_batch(s)) < 0)
 			return rc;
 	if (s->role == WEFT_ROLE_CLIENT) {
-		if (s->neg_next && !s->neg_waiting && s->qlen == 0 && s->outstanding_wants <= 1) {
+		/* The next round only once this round's WANTs were answered:
+		 * the server's queue stays one round deep and no id is asked
+		 * for twice. */
+		if (s->neg_next && !s->neg_waiting && s->outstanding_wants == 0) {
 			send_neg(s, s->neg_next, s->neg_next_len);
 			weft__free(s->neg_next);
 			s->neg_next = NULL;
 			s->neg_waiting = 1;
 		}
-		if (s->neg_done && !s->sent_done && !s->qlen && !s->unacked && !s->outstanding_wants) {
+		if (s->neg_done && !s->sent_done && sendq_empty(s) && !s->unacked && !s->outstanding_wants) {
 			size_t d = frame_begin(&s->out, FRAME_DONE);
 			frame_end(&s->out, d);
 			s->sent_done = 1;
@@ -875,7 +1062,7 @@ static int pump(weft_session *s)
 			s->state = WEFT_SESSION_DONE;
 			s->stats.result = WEFT_OK;
 		}
-	} else if (s->peer_done && !s->sent_done && !s->qlen && !s->unacked) {
+	} else if (s->peer_done && !s->sent_done && sendq_empty(s) && !s->unacked) {
 		size_t d = frame_begin(&s->out, FRAME_DONE);
 		frame_end(&s->out, d);
 		s->sent_done = 1;
@@ -914,16 +1101,18 @@ static int on_frame(weft_session *s, const frame *f)
 	case FRAME_EVENTS:
 		return on_events(s, f);
 	case FRAME_ACK: {
-		if (f->len != 4 || s->unacked == 0)
+		if (f->len != 4 || s->unacked == 0 || s->state != WEFT_SESSION_SYNCING)
 			return session_fail(s, WEFT_EPROTO, "unexpected acknowledgement");
 		s->unacked--;
 		s->stats.events_sent += codec_get_u32(f->payload);
 		return WEFT_OK;
 	}
 	case FRAME_WANT_END:
-		if (server || f->len || s->outstanding_wants == 0)
+		if (server || f->len || s->outstanding_wants == 0 || s->state != WEFT_SESSION_SYNCING)
 			return session_fail(s, WEFT_EPROTO, "unexpected end of requested events");
-		s->outstanding_wants--;
+		/* What did not come will not: the server could not send it. */
+		if (--s->outstanding_wants == 0)
+			s->stats.events_to_fetch = 0;
 		return WEFT_OK;
 	case FRAME_DONE:
 		if (f->len || s->peer_done || s->state != WEFT_SESSION_SYNCING || (!server && !s->sent_done))
@@ -932,7 +1121,7 @@ static int on_frame(weft_session *s, const frame *f)
 		return WEFT_OK;
 	case FRAME_ERROR: {
 		int code = f->len >= 2 ? -(int)((f->payload[0] << 8) | f->payload[1]) : WEFT_EPROTO;
-		if (code > -1 || code < WEFT_ITEROVER)
+		if (code > -1 || code < WEFT_ETIMEOUT)
 			code = WEFT_EPROTO;
 		char msg[400];
 		size_t n = f->len > 2 ? f->len - 2 : 0;
@@ -960,11 +1149,19 @@ static int check_idle(weft_session *s, uint64_t now)
 		s->clock_started = 1;
 		s->last_rx = now;
 	}
+	/* The peer taking our bytes is alive too: a long upload hears
+	 * nothing back until the receiver has a whole batch. */
+	if (s->tx_progress) {
+		s->tx_progress = 0;
+		if (now > s->last_rx)
+			s->last_rx = now;
+	}
 	if (s->state == WEFT_SESSION_DONE || s->state == WEFT_SESSION_FAILED)
 		return WEFT_OK;
 	if (now > s->last_rx && now - s->last_rx > s->idle_ms)
-		return session_fail(s, WEFT_EPROTO, "peer sent nothing for %llu ms (idle timeout); the connection is "
-		                    "stalled or the peer hung", (unsigned long long)(now - s->last_rx));
+		return session_fail(s, WEFT_ETIMEOUT, "peer sent nothing for %llu ms (idle timeout %llu ms); the "
+		                    "connection is stalled or the peer hung",
+		                    (unsigned long long)(now - s->last_rx), (unsigned long long)s->idle_ms);
 	return WEFT_OK;
 }
 
@@ -974,11 +1171,15 @@ int weft_session_feed(weft_session *s, const void *bytes, size_t len, uint64_t n
 		return err_set(NULL, WEFT_EINVAL, "weft_session_feed: NULL argument");
 	if (s->state == WEFT_SESSION_FAILED)
 		return s->stats.result;
-	int rc = check_idle(s, now_ms);
-	if (rc < 0)
-		return rc;
-	if (len)
+	int rc;
+	if (len) {
+		/* Bytes arriving show the peer is alive, however late. */
+		s->clock_started = 1;
 		s->last_rx = now_ms;
+		s->tx_progress = 0;
+	} else if ((rc = check_idle(s, now_ms)) < 0) {
+		return rc;
+	}
 	s->stats.bytes_received += len;
 	const unsigned char *p = bytes;
 	while (len) {
@@ -1001,13 +1202,17 @@ int weft_session_feed(weft_session *s, const void *bytes, size_t len, uint64_t n
 
 void weft_session_output(weft_session *s, const void **bytes, size_t *len)
 {
-	*bytes = s->out.data + s->out.sent;
+	static const unsigned char none[1];
 	*len = frame_pending(&s->out);
+	*bytes = *len ? s->out.data + s->out.sent : none;
 }
 
 void weft_session_consume(weft_session *s, size_t n)
 {
-	s->stats.bytes_sent += n < frame_pending(&s->out) ? n : frame_pending(&s->out);
+	size_t pending = frame_pending(&s->out);
+	s->stats.bytes_sent += n < pending ? n : pending;
+	if (n && pending)
+		s->tx_progress = 1;
 	frame_consume(&s->out, n);
 }
 
@@ -1061,6 +1266,8 @@ int weft_sync_local(weft_session_stats *stats, weft_db *a, weft_db *b, const wef
 {
 	if (!a || !b)
 		return err_set(NULL, WEFT_EINVAL, "weft_sync_local: stores must not be NULL");
+	if (a == b)
+		return err_set(&a->err, WEFT_EINVAL, "weft_sync_local: a store cannot sync with itself");
 	weft_session *c = NULL, *sv = NULL;
 	weft_session_options so = WEFT_SESSION_OPTIONS_INIT;
 	if (opts) {
@@ -1068,8 +1275,8 @@ int weft_sync_local(weft_session_stats *stats, weft_db *a, weft_db *b, const wef
 		so.batch_events = opts->batch_events;
 	}
 	int rc = weft_session_new(&c, a, WEFT_ROLE_CLIENT, opts);
-	if (rc == WEFT_OK)
-		rc = weft_session_new(&sv, b, WEFT_ROLE_SERVER, &so);
+	if (rc == WEFT_OK && (rc = weft_session_new(&sv, b, WEFT_ROLE_SERVER, &so)) < 0)
+		err_set(&a->err, rc, "%s", weft_errmsg(b));
 	while (rc == WEFT_OK) {
 		uint64_t now = plat_mono_ms();
 		int moved = 0;

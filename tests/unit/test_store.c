@@ -253,6 +253,44 @@ static void test_store_keeps_both_sides_of_a_fork(void **state)
 	weft_db_close(b);
 }
 
+static void test_store_flags_a_fork_hidden_in_the_chain(void **state)
+{
+	fixture *f = *state;
+	weft_db *b = tu_open(f->dir, "b.db", &f->clock, 2);
+	uint64_t t = (f->clock.now_ms - 1000) << 16;
+	weft_id first, x, y, z;
+	size_t l1, l2, l3, l4;
+	/* The author signs 1 <- 2x and 1 <- 2y <- 3z; b never sees 2y. */
+	unsigned char *e1 = forge(&l1, 7, 1, NULL, t, "genesis", &first);
+	unsigned char *e2 = forge(&l2, 7, 2, &first, t + 1, "left", &x);
+	unsigned char *e3 = forge(&l3, 7, 2, &first, t + 2, "right", &y);
+	unsigned char *e4 = forge(&l4, 7, 3, &y, t + 3, "after right", &z);
+	weft_ingest_status st;
+	tu_ok(b, weft_db_ingest(&st, b, e1, l1));
+	tu_ok(b, weft_db_ingest(&st, b, e2, l2));
+	tu_ok(b, weft_db_ingest(&st, b, e4, l4));
+	assert_int_equal(st, WEFT_INGEST_FORK);
+	weft_db_stats s;
+	tu_ok(b, weft_db_stats_get(&s, b));
+	assert_int_equal(s.forked_authors, 1);
+	/* Evidence, not damage: verify passes and counts the disagreeing link. */
+	weft_verify_report r;
+	tu_ok(b, weft_db_verify(&r, b, NULL, NULL));
+	assert_int_equal(r.bad, 0);
+	assert_int_equal(r.broken_links, 1);
+	/* The other order: the successor first, then a conflicting predecessor. */
+	weft_db *c = tu_open(f->dir, "c.db", &f->clock, 3);
+	tu_ok(c, weft_db_ingest(&st, c, e4, l4));
+	assert_int_equal(st, WEFT_INGEST_NEW);
+	tu_ok(c, weft_db_ingest(&st, c, e2, l2));
+	assert_int_equal(st, WEFT_INGEST_FORK);
+	tu_ok(c, weft_db_ingest(&st, c, e3, l3));
+	assert_int_equal(st, WEFT_INGEST_FORK);
+	free(e1), free(e2), free(e3), free(e4);
+	weft_db_close(b);
+	weft_db_close(c);
+}
+
 static void test_store_idempotency_key_writes_once(void **state)
 {
 	fixture *f = *state;
@@ -552,6 +590,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_store_ingest_is_idempotent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_ingest_refuses_any_flipped_byte, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_keeps_both_sides_of_a_fork, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_flags_a_fork_hidden_in_the_chain, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_idempotency_key_writes_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_batch_refuses_bad_events_alone, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_refuses_events_from_the_future, setup, teardown),
