@@ -682,7 +682,8 @@ typedef struct weft_transport {
 	int (*send)(void *conn, const void *buf, size_t len, size_t *sent);
 	/* Receives up to cap bytes; *got 0: nothing yet. WEFT_EIO once closed. */
 	int (*recv)(void *conn, void *buf, size_t cap, size_t *got);
-	/* Waits until readable (or writable, with want_write) or timeout. */
+	/* Waits until readable (or writable too, with want_write 1; only
+	 * writable, with WEFT_WAIT_WRITE_ONLY) or timeout (WEFT_ETIMEOUT). */
 	int (*wait)(void *conn, int want_write, uint64_t timeout_ms);
 	void (*close)(void *conn);
 	/* The peer's authenticated device key, or NULL if not authenticated. */
@@ -690,6 +691,8 @@ typedef struct weft_transport {
 } weft_transport;
 
 #define WEFT_TRANSPORT_VERSION 1
+/* weft_transport.wait: the caller will not read until it could write. */
+#define WEFT_WAIT_WRITE_ONLY 2
 
 typedef struct weft_tls_options {
 	unsigned version;            /* WEFT_TLS_OPTIONS_VERSION */

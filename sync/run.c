@@ -13,6 +13,7 @@
 
 #define RECV_CHUNK (64u << 10)
 #define SLICE_MS 250
+#define BACKLOG_MAX (1u << 20) /* unsent output beyond which we stop reading */
 #define PROGRESS_MS 100
 #define FLUSH_MS 5000 /* to deliver the last frame once the session ended */
 #define GRANT_READ 0x1 /* as in the server's HELLO (docs/PROTOCOL.md) */
@@ -210,16 +211,26 @@ int weft_sync_conn(weft_session_stats *stats, weft_db *db, const weft_transport 
 				break;
 			}
 		}
-		rc = t->wait(conn, len > 0, SLICE_MS);
+		/* Back-pressure: while the peer does not take what we owe it,
+		 * read nothing more from it; its idle timeout then ends it. */
+		int backlog = len > BACKLOG_MAX || st == WEFT_SESSION_DONE || st == WEFT_SESSION_FAILED;
+		rc = t->wait(conn, backlog ? WEFT_WAIT_WRITE_ONLY : len > 0, SLICE_MS);
 		if (rc < 0 && rc != WEFT_ETIMEOUT)
 			break;
 		uint64_t now = plat_mono_ms();
-		for (;;) {
+		rc = WEFT_OK;
+		for (; !backlog;) {
 			size_t got = 0;
 			if ((rc = t->recv(conn, buf, RECV_CHUNK, &got)) < 0 || !got)
 				break;
 			peek_feed(&peek, buf, got);
 			weft_session_feed(s, buf, got, now);
+			const void *unsent;
+			size_t pending;
+			weft_session_output(s, &unsent, &pending);
+			weft_session_state now_st = weft_session_state_get(s);
+			if (pending > BACKLOG_MAX || now_st == WEFT_SESSION_DONE || now_st == WEFT_SESSION_FAILED)
+				break; /* send first */
 		}
 		if (rc < 0) {
 			/* The peer closing after the session ended is fine. */

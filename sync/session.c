@@ -101,6 +101,9 @@ struct weft_session {
 	size_t hint;           /* client: where the last reported id was found */
 	uint32_t unacked;
 	uint64_t outstanding_wants; /* client: WANT frames not yet answered */
+	/* Work a peer can make us do is bounded by what honest peers need. */
+	uint64_t neg_rounds, max_rounds; /* reconciliation messages handled */
+	uint64_t wanted_total;           /* server: ids requested so far */
 	int sent_done, peer_done;
 
 	weft_session_stats stats;
@@ -466,6 +469,10 @@ static int build_set(weft_session *s)
 	size_t limit = (s->send_max < NEG_LIMIT_MAX ? s->send_max : NEG_LIMIT_MAX) - NEG_FRAME_SLACK;
 	if (rc == 0)
 		rc = neg_reconciler_new(&s->neg, s->set, 0, neg_set_size(s->set), limit);
+	/* Honest reconciliation needs a few rounds per level of the range
+	 * tree, plus one per frame of ids when frames are limited. */
+	if (rc == 0)
+		s->max_rounds = 64 + 4 * ((uint64_t)neg_set_size(s->set) * 40 / limit);
 	if (rc == 0 && s->role == WEFT_ROLE_CLIENT) {
 		s->queued = weft__calloc(neg_set_size(s->set) / 8 + 1, 1);
 		if (!s->queued)
@@ -562,6 +569,11 @@ static int on_neg(weft_session *s, const frame *f)
 	const uint8_t *reply;
 	size_t reply_len;
 	s->stats.reconcile_bytes += f->len;
+	if (++s->neg_rounds > s->max_rounds)
+		return session_fail(s, WEFT_EPROTO, "peer kept reconciling for %llu rounds without converging "
+		                    "(at most %llu are needed for %zu events); ending the session",
+		                    (unsigned long long)s->neg_rounds, (unsigned long long)s->max_rounds,
+		                    neg_set_size(s->set));
 	if (s->role == WEFT_ROLE_SERVER) {
 		int rc = neg_reconciler_reconcile(&reply, &reply_len, s->neg, f->payload, f->len, NULL, NULL);
 		if (rc < 0)
@@ -1091,6 +1103,12 @@ static int on_frame(weft_session *s, const frame *f)
 			return session_fail(s, WEFT_EPROTO, "unexpected request for events");
 		if (f->len == 0 || f->len % 32 || f->len / 32 > WANT_IDS_MAX)
 			return session_fail(s, WEFT_EPROTO, "malformed request for events (%u bytes)", f->len);
+		/* Nobody needs more ids than we hold (plus repeats under a
+		 * frame limit): beyond that the peer only makes us work. */
+		s->wanted_total += f->len / 32;
+		if (s->wanted_total > 2 * (uint64_t)neg_set_size(s->set) + WANT_IDS_MAX)
+			return session_fail(s, WEFT_EPROTO, "peer asked for %llu events, more than this side holds (%zu)",
+			                    (unsigned long long)s->wanted_total, neg_set_size(s->set));
 		for (uint32_t i = 0; i < f->len / 32; i++) {
 			int rc = q_push(s, f->payload + 32 * i, i + 1 == f->len / 32);
 			if (rc < 0)

@@ -541,7 +541,8 @@ static int conn_new(tls_conn **out, tls_ctx *ctx, int fd, int endpoint)
 
 static int wait_fd(tls_conn *c, int want_write, uint64_t timeout_ms)
 {
-	struct pollfd p = {c->fd, (short)(want_write ? POLLIN | POLLOUT : POLLIN), 0};
+	short ev = want_write == WEFT_WAIT_WRITE_ONLY ? POLLOUT : want_write ? POLLIN | POLLOUT : POLLIN;
+	struct pollfd p = {c->fd, ev, 0};
 	int n;
 	do
 		n = poll(&p, 1, timeout_ms > 600000 ? 600000 : (int)timeout_ms);
@@ -842,9 +843,9 @@ static int tls_wait(void *conn, int want_write, uint64_t timeout_ms)
 {
 	tls_conn *c = conn;
 	/* Decrypted bytes may already wait inside mbedTLS. */
-	if (mbedtls_ssl_get_bytes_avail(&c->ssl) > 0)
+	if (want_write != WEFT_WAIT_WRITE_ONLY && mbedtls_ssl_get_bytes_avail(&c->ssl) > 0)
 		return WEFT_OK;
-	int rc = wait_fd(c, want_write || c->inflight, timeout_ms);
+	int rc = wait_fd(c, want_write ? want_write : c->inflight != 0, timeout_ms);
 	return rc == WEFT_ETIMEOUT ? err_set(NULL, rc, "the peer at %s sent nothing for %llu ms", c->peer_addr,
 	                                     (unsigned long long)timeout_ms)
 	                           : rc;

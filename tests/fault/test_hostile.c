@@ -306,21 +306,6 @@ static void test_hostile_frame_claiming_4gib(void **state)
 	duel_end(&d, "4 GiB frame");
 }
 
-/* A test that found a bug not fixed yet: skipped unless
- * WEFT_RUN_DISABLED=1, so the suite stays green meanwhile. */
-static int disabled(const char *bug)
-{
-	if (getenv("WEFT_RUN_DISABLED"))
-		return 0;
-	printf("DISABLED until fixed: %s\n", bug);
-	return 1;
-}
-
-#define BUG_NO_ROUND_LIMIT                                                                                  \
-	"sync/session.c has no limit on reconciliation rounds or on requested ids: a peer keeps a session "  \
-	"busy forever (a server answers every NEG and every WANT; a client follows a server whose "         \
-	"replies never converge), and the idle timeout never fires because bytes keep arriving"
-
 static void test_hostile_million_tiny_empty_frames(void **state)
 {
 	(void)state;
@@ -340,9 +325,6 @@ static void test_hostile_million_tiny_empty_frames(void **state)
 static void test_hostile_million_tiny_reconciliation_frames(void **state)
 {
 	(void)state;
-	/* DISABLED: finds the bug BUG_NO_ROUND_LIMIT describes. */
-	if (disabled(BUG_NO_ROUND_LIMIT))
-		skip();
 	/* A million one-byte reconciliation messages, each answered: memory
 	 * must stay bounded and the session must end. */
 	duel d;
@@ -707,9 +689,6 @@ static void test_hostile_peer_stops_mid_frame(void **state)
 static void test_hostile_endless_idlists(void **state)
 {
 	(void)state;
-	/* DISABLED: finds the bug BUG_NO_ROUND_LIMIT describes. */
-	if (disabled(BUG_NO_ROUND_LIMIT))
-		skip();
 	duel d;
 	duel_start(&d, WEFT_ROLE_CLIENT);
 	unsigned rounds = 0;
@@ -809,9 +788,6 @@ static void test_hostile_endless_wants_of_held_events(void **state)
 static void test_hostile_endless_wants_of_unknown_ids(void **state)
 {
 	(void)state;
-	/* DISABLED: finds the bug BUG_NO_ROUND_LIMIT describes. */
-	if (disabled(BUG_NO_ROUND_LIMIT))
-		skip();
 	/* WANTs of ids nobody has, forever: each is answered with nothing. */
 	duel d;
 	duel_start(&d, WEFT_ROLE_SERVER);
@@ -902,17 +878,9 @@ static void lp_close(void *conn)
 	(void)conn;
 }
 
-#define BUG_NO_BACKPRESSURE                                                                                 \
-	"sync/run.c weft_sync_conn keeps receiving and feeding the session while its output cannot be sent "  \
-	"(the peer does not read): the session's output buffer grows without bound; stop reading while more " \
-	"than a frame or two of output is pending"
-
 static void test_hostile_peer_that_never_reads(void **state)
 {
 	(void)state;
-	/* DISABLED: finds the bug BUG_NO_BACKPRESSURE describes. */
-	if (disabled(BUG_NO_BACKPRESSURE))
-		skip();
 	fu_copy(victim_tpl, victim);
 	fu_copy(peer_tpl, peer);
 	weft_db *v = fu_open_ok(victim, SEED_VICTIM), *p = fu_open_ok(peer, SEED_PEER);
