@@ -80,6 +80,20 @@ void weft_feed_free(weft_feed *f)
 	weft__free(f);
 }
 
+/* A NUL-terminated copy of a text (or NULL: empty) column. */
+static char *copy_column(sqlite3_stmt *st, int i)
+{
+	size_t n = (size_t)sqlite3_column_bytes(st, i);
+	const void *p = sqlite3_column_blob(st, i);
+	char *s = weft__malloc(n + 1);
+	if (!s)
+		return NULL;
+	if (n && p)
+		memcpy(s, p, n);
+	s[n] = '\0';
+	return s;
+}
+
 int weft_feed_next(const weft_change **out, weft_feed *f)
 {
 	if (!out || !f)
@@ -100,9 +114,10 @@ int weft_feed_next(const weft_change **out, weft_feed *f)
 	weft__free(f->table);
 	weft__free(f->cols);
 	weft__free(f->pk_bytes);
-	f->table = weft__strdup((const char *)sqlite3_column_text(f->next, 1));
-	const char *cols = (const char *)sqlite3_column_text(f->next, 4);
-	f->cols = weft__strdup(cols ? cols : "");
+	/* Text is read through the blob accessor: no NUL to add, so no
+	 * allocation that could fail unseen. */
+	f->table = copy_column(f->next, 1);
+	f->cols = copy_column(f->next, 4);
 	size_t n = (size_t)sqlite3_column_bytes(f->next, 2);
 	int type = sqlite3_column_type(f->next, 2);
 	f->pk_bytes = weft__malloc(n + 1);
@@ -118,9 +133,8 @@ int weft_feed_next(const weft_change **out, weft_feed *f)
 	if (type == SQLITE_INTEGER) {
 		f->cur.pk = weft_int(sqlite3_column_int64(f->next, 2));
 	} else {
-		const void *p = type == SQLITE_TEXT ? (const void *)sqlite3_column_text(f->next, 2)
-		                                    : sqlite3_column_blob(f->next, 2);
-		if (n)
+		const void *p = sqlite3_column_blob(f->next, 2);
+		if (n && p)
 			memcpy(f->pk_bytes, p, n);
 		((char *)f->pk_bytes)[n] = '\0';
 		f->cur.pk = type == SQLITE_TEXT ? weft_textn(f->pk_bytes, n) : weft_blob(f->pk_bytes, n);
@@ -194,8 +208,15 @@ int weft_db_query(weft_db *db, const char *sql, weft_row_cb cb, void *payload)
 		sqlite3_finalize(st);
 		return err_set(&db->err, WEFT_ENOMEM, "out of memory running a query");
 	}
-	for (int i = 0; i < n; i++)
+	for (int i = 0; i < n; i++) {
 		names[i] = sqlite3_column_name(st, i);
+		if (!names[i]) {
+			weft__free(names);
+			weft__free(vals);
+			sqlite3_finalize(st);
+			return err_set(&db->err, WEFT_ENOMEM, "out of memory running a query");
+		}
+	}
 	int out = WEFT_OK;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		for (int i = 0; i < n; i++) {
@@ -206,9 +227,17 @@ int weft_db_query(weft_db *db, const char *sql, weft_row_cb cb, void *payload)
 			case SQLITE_FLOAT:
 				vals[i] = weft_real(sqlite3_column_double(st, i));
 				break;
-			case SQLITE_TEXT:
-				vals[i] = weft_textn((const char *)sqlite3_column_text(st, i), (size_t)sqlite3_column_bytes(st, i));
+			case SQLITE_TEXT: {
+				/* NUL-terminated for the callback's convenience; adding
+				 * the NUL can fail for want of memory. */
+				const char *t = (const char *)sqlite3_column_text(st, i);
+				if (!t) {
+					rc = SQLITE_NOMEM;
+					goto stop;
+				}
+				vals[i] = weft_textn(t, (size_t)sqlite3_column_bytes(st, i));
 				break;
+			}
 			case SQLITE_BLOB:
 				vals[i] = weft_blob(sqlite3_column_blob(st, i), (size_t)sqlite3_column_bytes(st, i));
 				break;
@@ -221,6 +250,9 @@ int weft_db_query(weft_db *db, const char *sql, weft_row_cb cb, void *payload)
 			break;
 		}
 	}
+stop:
+	if (out == WEFT_OK && rc == SQLITE_NOMEM)
+		out = err_set(&db->err, WEFT_ENOMEM, "out of memory running a query");
 	if (out == WEFT_OK && rc != SQLITE_DONE)
 		out = err_set(&db->err, WEFT_EINVAL, "query failed: %s", sqlite3_errmsg(db->sql));
 	sqlite3_finalize(st);

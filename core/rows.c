@@ -7,6 +7,8 @@
 #include "core/codec.h"
 #include "core/schema.h"
 
+_Static_assert(ROWS_NAME_MAX == SCHEMA_NAME_MAX, "rows and schema agree on name length");
+
 size_t rows_value_size(const weft_value *v)
 {
 	switch (v->type) {
@@ -140,8 +142,9 @@ static int get_pk(rd *r, weft_value *v)
 	return v->type == WEFT_INTEGER || v->type == WEFT_TEXT || v->type == WEFT_BLOB ? 0 : -1;
 }
 
-/* One pass over the payload; with cb NULL it only checks. */
-static int walk(rd *r, rows_cell_cb cb, void *ctx, const char **why, int *cbrc)
+/* One pass over the payload; with both callbacks NULL it only checks.
+ * cb sees cells, opcb operations. */
+static int walk(rd *r, rows_cell_cb cb, rows_op_cb opcb, void *ctx, const char **why, int *cbrc)
 {
 	char table[SCHEMA_NAME_MAX + 1], col[SCHEMA_NAME_MAX + 1];
 	if (r->end - r->p < 5) {
@@ -183,6 +186,14 @@ static int walk(rd *r, rows_cell_cb cb, void *ctx, const char **why, int *cbrc)
 				*why = "more than 256 columns in one put";
 				return -1;
 			}
+			rowop o;
+			memset(&o, 0, sizeof(o));
+			o.kind = ROWOP_PUT;
+			o.idx = idx;
+			o.table = table;
+			o.pk = c.pk;
+			o.cells = ncols ? r->p : NULL;
+			o.ncells = ncols;
 			if (ncols == 0) {
 				c.idx = idx++;
 				if (cb && (*cbrc = cb(&c, ctx)) < 0)
@@ -198,6 +209,9 @@ static int walk(rd *r, rows_cell_cb cb, void *ctx, const char **why, int *cbrc)
 				if (cb && (*cbrc = cb(&c, ctx)) < 0)
 					return -2;
 			}
+			o.cells_len = ncols ? (size_t)(r->p - o.cells) : 0;
+			if (opcb && (*cbrc = opcb(&o, ctx)) < 0)
+				return -2;
 		} else {
 			if (c.kind == ROWOP_INCR) {
 				if (get_name(r, col) < 0 || r->end - r->p < 8) {
@@ -211,6 +225,18 @@ static int walk(rd *r, rows_cell_cb cb, void *ctx, const char **why, int *cbrc)
 			c.idx = idx++;
 			if (cb && (*cbrc = cb(&c, ctx)) < 0)
 				return -2;
+			if (opcb) {
+				rowop o;
+				memset(&o, 0, sizeof(o));
+				o.kind = c.kind;
+				o.idx = c.idx;
+				o.table = table;
+				o.pk = c.pk;
+				o.col = c.col;
+				o.value = c.value;
+				if ((*cbrc = opcb(&o, ctx)) < 0)
+					return -2;
+			}
 		}
 	}
 	if (r->p != r->end) {
@@ -225,9 +251,34 @@ int rows_decode(const void *payload, size_t len, rows_cell_cb cb, void *ctx, wef
 	const char *why = "";
 	int cbrc = 0;
 	rd r = {payload, payload, (const unsigned char *)payload + len};
-	if (!payload || walk(&r, NULL, NULL, &why, &cbrc) < 0)
+	if (!payload || walk(&r, NULL, NULL, NULL, &why, &cbrc) < 0)
 		return err_set(err, WEFT_ECORRUPT, "row operations malformed at byte %zu: %s",
 		               (size_t)(r.p - r.start), why);
 	r.p = r.start;
-	return walk(&r, cb, ctx, &why, &cbrc) == -2 ? cbrc : WEFT_OK;
+	return walk(&r, cb, NULL, ctx, &why, &cbrc) == -2 ? cbrc : WEFT_OK;
+}
+
+int rows_decode_ops(const void *payload, size_t len, rows_op_cb cb, void *ctx, weft_err *err)
+{
+	const char *why = "";
+	int cbrc = 0;
+	rd r = {payload, payload, (const unsigned char *)payload + len};
+	if (!payload || walk(&r, NULL, NULL, NULL, &why, &cbrc) < 0)
+		return err_set(err, WEFT_ECORRUPT, "row operations malformed at byte %zu: %s",
+		               (size_t)(r.p - r.start), why);
+	if (!cb)
+		return WEFT_OK;
+	r.p = r.start;
+	return walk(&r, NULL, cb, ctx, &why, &cbrc) == -2 ? cbrc : WEFT_OK;
+}
+
+int rows_cells_next(const unsigned char **p, const unsigned char *end, char name[ROWS_NAME_MAX + 1], weft_value *v)
+{
+	if (*p >= end)
+		return 0;
+	rd r = {*p, *p, end};
+	if (get_name(&r, name) < 0 || rows_value_get(v, &r.p, end) < 0)
+		return -1;
+	*p = r.p;
+	return 1;
 }

@@ -19,19 +19,39 @@ typedef struct lexer {
 	const char *tok; /* start of the token */
 	size_t len;      /* its length (for strings: of the raw text) */
 	int quoted;      /* identifier was in double quotes */
+	int unterminated; /* string, blob or quoted name without its closing quote */
+	int tok_line;    /* line of the token's first character */
 	weft_err *err;
 } lexer;
 
-static int lex_error(lexer *lx, const char *fmt, const char *detail)
+/* A token remembered for an error found after the lexer moved past it. */
+typedef struct tokpos {
+	const char *tok;
+	size_t len;
+	int line;
+} tokpos;
+
+static tokpos here(const lexer *lx)
+{
+	tokpos t = {lx->kind == T_END ? NULL : lx->tok, lx->kind == T_END ? 0 : lx->len, lx->tok_line};
+	return t;
+}
+
+static int error_at(lexer *lx, tokpos at, const char *fmt, const char *detail)
 {
 	char near[40];
-	size_t n = lx->kind == T_END ? 0 : (lx->len < 32 ? lx->len : 32);
-	memcpy(near, lx->tok ? lx->tok : "", n);
+	size_t n = at.len < 32 ? at.len : 32;
+	memcpy(near, at.tok ? at.tok : "", n);
 	near[n] = '\0';
 	char msg[300];
 	snprintf(msg, sizeof(msg), fmt, detail ? detail : "");
-	return err_set(lx->err, WEFT_EINVAL, "schema line %d near '%s': %s", lx->line,
-	               lx->kind == T_END ? "end of input" : near, msg);
+	return err_set(lx->err, WEFT_EINVAL, "schema line %d near '%s': %s", at.line,
+	               at.tok ? near : "end of input", msg);
+}
+
+static int lex_error(lexer *lx, const char *fmt, const char *detail)
+{
+	return error_at(lx, here(lx), fmt, detail);
 }
 
 static void next(lexer *lx)
@@ -57,7 +77,9 @@ static void next(lexer *lx)
 		break;
 	}
 	lx->tok = lx->p;
+	lx->tok_line = lx->line;
 	lx->quoted = 0;
+	lx->unterminated = 0;
 	char c = *lx->p;
 	if (!c) {
 		lx->kind = T_END;
@@ -65,6 +87,7 @@ static void next(lexer *lx)
 	} else if ((c == 'x' || c == 'X') && lx->p[1] == '\'') {
 		const char *e = strchr(lx->p + 2, '\'');
 		lx->kind = T_BLOB;
+		lx->unterminated = !e;
 		lx->p = e ? e + 1 : lx->p + strlen(lx->p);
 		lx->len = (size_t)(lx->p - lx->tok);
 	} else if (isalpha((unsigned char)c) || c == '_') {
@@ -76,6 +99,7 @@ static void next(lexer *lx)
 		const char *e = strchr(lx->p + 1, '"');
 		lx->kind = T_IDENT;
 		lx->quoted = 1;
+		lx->unterminated = !e;
 		lx->tok = lx->p + 1;
 		lx->len = e ? (size_t)(e - lx->tok) : strlen(lx->tok);
 		lx->p = e ? e + 1 : lx->tok + lx->len;
@@ -90,6 +114,7 @@ static void next(lexer *lx)
 		while (*q && !(q[0] == '\'' && q[1] != '\''))
 			q += q[0] == '\'' ? 2 : 1;
 		lx->kind = T_STRING;
+		lx->unterminated = !*q;
 		lx->p = *q ? q + 1 : q;
 		lx->len = (size_t)(lx->p - lx->tok);
 	} else {
@@ -97,6 +122,8 @@ static void next(lexer *lx)
 		lx->p++;
 		lx->len = 1;
 	}
+	for (const char *q = lx->tok; q < lx->p; q++)
+		lx->line += *q == '\n'; /* strings and quoted names may span lines */
 }
 
 static int is_kw(const lexer *lx, const char *kw)
@@ -148,6 +175,8 @@ static int take_name(lexer *lx, char name[SCHEMA_NAME_MAX + 1], char lname[SCHEM
 {
 	if (lx->kind != T_IDENT)
 		return lex_error(lx, "expected a %s name", what);
+	if (lx->unterminated)
+		return lex_error(lx, "a quoted %s name lacks its closing '\"'", what);
 	if (!schema_name_ok(lx->tok, lx->len))
 		return lex_error(lx, "%s names are 1-64 letters, digits or '_', not starting with a digit, "
 		                 "weft_ or sqlite_", what);
@@ -199,23 +228,28 @@ static int take_default(lexer *lx, schema_col *c)
 	c->has_default = 1;
 	if (lx->kind == T_NUMBER) {
 		char buf[64];
-		if (lx->len >= sizeof(buf))
+		if (lx->len + 1 >= sizeof(buf))
 			return lex_error(lx, "number too long%s", NULL);
-		memcpy(buf, lx->tok, lx->len);
-		buf[lx->len] = '\0';
+		if (lx->len > 1 && lx->tok[0] == '0' && (lx->tok[1] == 'x' || lx->tok[1] == 'X'))
+			return lex_error(lx, "write the default in decimal (hexadecimal literals are not supported)%s", NULL);
+		/* The sign is part of the literal, so -9223372036854775808 is
+		 * an INTEGER as in SQLite. */
+		buf[0] = neg ? '-' : '+';
+		memcpy(buf + 1, lx->tok, lx->len);
+		buf[lx->len + 1] = '\0';
 		char *end;
 		errno = 0;
 		long long v = strtoll(buf, &end, 10);
 		if (*end == '\0' && errno == 0) {
-			c->def = weft_int(neg ? -v : v);
+			c->def = weft_int(v);
 		} else {
 			double d = strtod(buf, &end);
 			if (*end != '\0' || !isfinite(d))
 				return lex_error(lx, "not a number%s", NULL);
-			c->def = weft_real(neg ? -d : d);
+			c->def = weft_real(d);
 		}
 	} else if (lx->kind == T_STRING) {
-		if (lx->tok[lx->len - 1] != '\'' || lx->len < 2)
+		if (lx->unterminated)
 			return lex_error(lx, "unterminated string%s", NULL);
 		char *s = weft__malloc(lx->len);
 		if (!s)
@@ -229,8 +263,8 @@ static int take_default(lexer *lx, schema_col *c)
 		s[n] = '\0';
 		c->def = weft_textn(s, n);
 	} else if (lx->kind == T_BLOB) {
-		size_t digits = lx->len - 3;
-		if (lx->tok[lx->len - 1] != '\'' || digits % 2)
+		size_t digits = lx->len >= 3 ? lx->len - 3 : 0;
+		if (lx->unterminated || digits % 2)
 			return lex_error(lx, "a blob literal is X'' with an even number of hex digits%s", NULL);
 		unsigned char *b = weft__malloc(digits / 2 + 1);
 		if (!b)
@@ -260,16 +294,21 @@ static int take_column(lexer *lx, schema_table *t)
 	schema_col *c = &t->cols[t->ncols];
 	memset(c, 0, sizeof(*c));
 	int rc;
+	tokpos name_at = here(lx);
 	if ((rc = take_name(lx, c->name, c->lname, "column")) < 0)
 		return rc;
 	for (int i = 0; i < t->ncols; i++)
 		if (strcmp(t->cols[i].lname, c->lname) == 0)
-			return lex_error(lx, "column %s is declared twice", c->name);
+			return error_at(lx, name_at, "column %s is declared twice", c->name);
 	t->ncols++; /* owned from here on, so its default is freed on error */
 	if ((rc = take_type(lx, c)) < 0)
 		return rc;
 	for (;;) {
 		if (is_kw(lx, "PRIMARY")) {
+			for (int i = 0; i < t->ncols - 1; i++)
+				if (t->cols[i].pk)
+					return lex_error(lx, "a second PRIMARY KEY column: weft supports a single-column "
+					                 "primary key (rows are merged by their key)%s", NULL);
 			next(lx);
 			if ((rc = expect_kw(lx, "KEY")) < 0)
 				return rc;
@@ -296,14 +335,18 @@ static int take_column(lexer *lx, schema_table *t)
 		}
 	}
 	if (c->pk && c->type == WEFT_REAL)
-		return lex_error(lx, "a primary key is INTEGER, TEXT or BLOB, not REAL%s", NULL);
+		return error_at(lx, name_at, "primary key %s is REAL; a primary key is INTEGER, TEXT or BLOB",
+		                c->name);
 	if (c->unique && c->pk)
 		c->unique = 0; /* the key is unique by definition */
 	if (c->unique && c->notnull)
-		return lex_error(lx, "column %s cannot be both UNIQUE and NOT NULL: a row that loses a "
-		                 "uniqueness conflict keeps NULL in that column (docs/MERGE.md)", c->name);
+		return error_at(lx, name_at, "column %s cannot be both UNIQUE and NOT NULL: a row that loses a "
+		                "uniqueness conflict keeps NULL in that column (docs/MERGE.md)", c->name);
+	if (c->unique && c->has_default && c->def.type != WEFT_NULL)
+		return error_at(lx, name_at, "column %s is UNIQUE with a DEFAULT: every row left at the default "
+		                "would claim the same value; drop the DEFAULT", c->name);
 	if (c->has_default && c->def.type == WEFT_NULL && c->notnull)
-		return lex_error(lx, "column %s is NOT NULL but defaults to NULL", c->name);
+		return error_at(lx, name_at, "column %s is NOT NULL but defaults to NULL", c->name);
 	return 0;
 }
 
@@ -335,11 +378,12 @@ static int take_table(lexer *lx, schema *s)
 		return lex_error(lx, "a schema has at most 256 tables%s", NULL);
 	schema_table *t = &s->tables[s->ntables];
 	memset(t, 0, sizeof(*t));
+	tokpos table_at = here(lx);
 	if ((rc = take_name(lx, t->name, t->lname, "table")) < 0)
 		return rc;
 	for (int i = 0; i < s->ntables; i++)
 		if (strcmp(s->tables[i].lname, t->lname) == 0)
-			return lex_error(lx, "table %s is declared twice", t->name);
+			return error_at(lx, table_at, "table %s is declared twice", t->name);
 	t->cols = weft__calloc(SCHEMA_MAX_COLUMNS, sizeof(schema_col));
 	if (!t->cols)
 		return err_set(lx->err, WEFT_ENOMEM, "out of memory parsing the schema");
@@ -347,11 +391,20 @@ static int take_table(lexer *lx, schema *s)
 	if ((rc = expect_punct(lx, '(')) < 0)
 		return rc;
 	char pkname[SCHEMA_NAME_MAX + 1] = "", lpk[SCHEMA_NAME_MAX + 1] = "";
+	tokpos pk_at = {NULL, 0, 0};
 	for (;;) {
 		if (is_kw(lx, "PRIMARY")) {
+			int had = lpk[0] != 0;
+			for (int i = 0; i < t->ncols; i++)
+				had |= t->cols[i].pk;
+			if (had)
+				return lex_error(lx, "a second PRIMARY KEY: weft supports a single-column primary key "
+				                 "(rows are merged by their key)%s", NULL);
 			next(lx);
-			if ((rc = expect_kw(lx, "KEY")) < 0 || (rc = expect_punct(lx, '(')) < 0 ||
-			    (rc = take_name(lx, pkname, lpk, "column")) < 0)
+			if ((rc = expect_kw(lx, "KEY")) < 0 || (rc = expect_punct(lx, '(')) < 0)
+				return rc;
+			pk_at = here(lx);
+			if ((rc = take_name(lx, pkname, lpk, "column")) < 0)
 				return rc;
 			if (is_punct(lx, ','))
 				return lex_error(lx, "weft supports a single-column primary key%s", NULL);
@@ -380,11 +433,12 @@ static int take_table(lexer *lx, schema *s)
 	if (lpk[0]) {
 		int i = schema_col_find(t, lpk);
 		if (i < 0)
-			return lex_error(lx, "PRIMARY KEY names column %s, which the table does not have", pkname);
+			return error_at(lx, pk_at, "PRIMARY KEY names column %s, which the table does not have", pkname);
 		t->cols[i].pk = 1;
 		if (t->cols[i].type == WEFT_REAL)
-			return lex_error(lx, "a primary key is INTEGER, TEXT or BLOB, not REAL%s", NULL);
-		t->cols[i].unique = 0;
+			return error_at(lx, pk_at, "primary key %s is REAL; a primary key is INTEGER, TEXT or BLOB",
+			                t->cols[i].name);
+		t->cols[i].unique = 0; /* the key is unique by definition */
 	}
 	t->pk = -1;
 	for (int i = 0; i < t->ncols; i++) {
@@ -396,7 +450,8 @@ static int take_table(lexer *lx, schema *s)
 		t->pk = i;
 	}
 	if (t->pk < 0)
-		return lex_error(lx, "table %s needs a PRIMARY KEY column: rows are merged by their key", t->name);
+		return error_at(lx, table_at, "table %s needs a PRIMARY KEY column: rows are merged by their key",
+		                t->name);
 	return 0;
 }
 
@@ -417,7 +472,11 @@ int schema_parse(schema **out, const char *ddl, weft_err *err)
 		schema_free(s);
 		return err_set(err, WEFT_ENOMEM, "out of memory parsing the schema");
 	}
-	lexer lx = {ddl, ddl, 1, T_END, NULL, 0, 0, err};
+	lexer lx;
+	memset(&lx, 0, sizeof(lx));
+	lx.src = lx.p = ddl;
+	lx.line = lx.tok_line = 1;
+	lx.err = err;
 	next(&lx);
 	int rc = 0;
 	while (lx.kind != T_END) {

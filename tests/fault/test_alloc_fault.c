@@ -258,24 +258,6 @@ static void sweep(enum wl w, hook h)
 	       "no partial commit\n", wl_names[w], hook_names[h], total, steps, failed, nomem);
 }
 
-/* A test that found a bug not fixed yet: skipped unless
- * WEFT_RUN_DISABLED=1, so the suite stays green meanwhile. */
-static int disabled(const char *bug)
-{
-	if (getenv("WEFT_RUN_DISABLED"))
-		return 0;
-	printf("DISABLED until fixed: %s\n", bug);
-	return 1;
-}
-
-#define BUG_UNCHECKED_SQLITE_RESULTS                                                                       \
-	"core/project.c ignores failed sqlite3_bind_*() and sqlite3_step() results (materialize: the "      \
-	"CS_GET reads of a unique claim; resolve_unique: the binds of CS_HOLDERS, CS_RANK, "                \
-	"GS_CONFLICT_CLEAR/ADD); under SQLITE_NOMEM a bind or step fails, the statement runs with NULL, "   \
-	"and the derived tables no longer equal a rebuild (rebuild/ingest return WEFT_OK), or SQLite has "  \
-	"rolled the transaction back and later statements commit one by one (sync: 'cannot commit - no "   \
-	"transaction is active')"
-
 static void test_alloc_open_weft(void **state)
 {
 	(void)state;
@@ -324,9 +306,6 @@ static void test_alloc_ingest_batch_weft(void **state)
 static void test_alloc_ingest_batch_sqlite(void **state)
 {
 	(void)state;
-	/* DISABLED: finds the bug BUG_UNCHECKED_SQLITE_RESULTS describes. */
-	if (disabled(BUG_UNCHECKED_SQLITE_RESULTS))
-		skip();
 	sweep(WL_INGEST, HOOK_SQLITE_ONCE);
 	sweep(WL_INGEST, HOOK_SQLITE_ALL);
 }
@@ -340,9 +319,6 @@ static void test_alloc_rebuild_weft(void **state)
 static void test_alloc_rebuild_sqlite(void **state)
 {
 	(void)state;
-	/* DISABLED: finds the bug BUG_UNCHECKED_SQLITE_RESULTS describes. */
-	if (disabled(BUG_UNCHECKED_SQLITE_RESULTS))
-		skip();
 	sweep(WL_REBUILD, HOOK_SQLITE_ONCE);
 	sweep(WL_REBUILD, HOOK_SQLITE_ALL);
 }
@@ -356,9 +332,6 @@ static void test_alloc_sync_weft(void **state)
 static void test_alloc_sync_sqlite(void **state)
 {
 	(void)state;
-	/* DISABLED: finds the bug BUG_UNCHECKED_SQLITE_RESULTS describes. */
-	if (disabled(BUG_UNCHECKED_SQLITE_RESULTS))
-		skip();
 	sweep(WL_SYNC, HOOK_SQLITE_ONCE);
 	sweep(WL_SYNC, HOOK_SQLITE_ALL);
 }

@@ -37,4 +37,32 @@ weft_db *tu_open(const char *dir, const char *name, tu_clock *clock, int seed_by
 	} while (0)
 #define tu_ok(db, rc) tu_expect(db, rc, WEFT_OK)
 
+/* ------------------------------------------------ derived-table helpers */
+
+/* A value as text: NULL, 42, r:2.5, 'text' ('' doubles a quote, \xHH for
+ * bytes outside printable ASCII), x'hex'. Appended to a malloc'd string. */
+typedef struct tu_str {
+	char *s;
+	size_t len, cap;
+} tu_str;
+void tu_str_add(tu_str *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void tu_str_value(tu_str *b, const weft_value *v);
+
+/* Runs a read-only query; rows joined by '\n', values by '|' (formatted as
+ * tu_str_value). Returns a malloc'd string ("" for no rows). Fails the test
+ * on error. */
+char *tu_query(weft_db *db, const char *sql);
+
+/* A canonical text dump of the derived state: every derived table (name,
+ * columns, rows ordered by primary key, typed values), the conflict list
+ * and the duplicate list. Byte-equal dumps mean identical tables.
+ * Malloc'd; fails the test on error. */
+char *tu_dump(weft_db *db);
+
+/* FNV-1a 64 of bytes, for printing short fingerprints of dumps. */
+uint64_t tu_hash(const void *p, size_t n);
+
+/* Ingests every event of src into dst, one at a time, in (hlc, id) order. */
+void tu_ingest_all(weft_db *dst, weft_db *src);
+
 #endif
