@@ -384,3 +384,18 @@ int fu_slow_build(void)
 	const char *s = getenv("WEFT_TEST_SCALE");
 	return s && strcmp(s, "asan") == 0;
 }
+
+void fu_make_store(const char *path, int seed_byte, int writes, int salt)
+{
+	fu_remove(path);
+	weft_db *db = fu_open(path, seed_byte, 1);
+	assert_non_null(db);
+	assert_int_equal(weft_schema_define(db, fu_schema), WEFT_OK);
+	assert_int_equal(fu_write(db, writes, salt, NULL), WEFT_OK);
+	weft_db_close(db);
+}
+
+void fu_path_to(char out[700], const char *name)
+{
+	snprintf(out, 700, "%s", fu_path(name));
+}

@@ -37,6 +37,11 @@ void fu_copy(const char *from, const char *to);
 
 /* The schema of the test stores. */
 extern const char fu_schema[];
+/* A fresh store at path with fu_schema and `writes` own writes (a template
+ * to copy before each case). */
+void fu_make_store(const char *path, int seed_byte, int writes, int salt);
+/* fu_path(name) copied into out (700 bytes). */
+void fu_path_to(char out[700], const char *name);
 /* Writes n row events (puts, deletes, counters, a UNIQUE conflict, an
  * idempotent retry) plus plain notes, deterministically from salt. Each
  * acknowledged event id is added to acked (may be NULL). Returns the first

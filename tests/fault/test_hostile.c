@@ -24,25 +24,15 @@
 
 static char victim_tpl[700], peer_tpl[700], victim[700], peer[700];
 
-static void make_store(const char *path, int seed, int writes, int salt)
-{
-	fu_remove(path);
-	weft_db *db = fu_open(path, seed, 1);
-	assert_non_null(db);
-	assert_int_equal(weft_schema_define(db, fu_schema), WEFT_OK);
-	assert_int_equal(fu_write(db, writes, salt, NULL), WEFT_OK);
-	weft_db_close(db);
-}
-
 static int setup(void **state)
 {
 	(void)state;
-	snprintf(victim_tpl, sizeof(victim_tpl), "%s", fu_path("victim-template.db"));
-	snprintf(peer_tpl, sizeof(peer_tpl), "%s", fu_path("peer-template.db"));
-	snprintf(victim, sizeof(victim), "%s", fu_path("victim.db"));
-	snprintf(peer, sizeof(peer), "%s", fu_path("peer.db"));
-	make_store(victim_tpl, SEED_VICTIM, 20, 1);
-	make_store(peer_tpl, SEED_PEER, 20, 2);
+	fu_path_to(victim_tpl, "victim-template.db");
+	fu_path_to(peer_tpl, "peer-template.db");
+	fu_path_to(victim, "victim.db");
+	fu_path_to(peer, "peer.db");
+	fu_make_store(victim_tpl, SEED_VICTIM, 20, 1);
+	fu_make_store(peer_tpl, SEED_PEER, 20, 2);
 	return 0;
 }
 

@@ -23,25 +23,15 @@
 
 static char device_tpl[700], peer_tpl[700], device[700], peer[700];
 
-static void make_store(const char *path, int seed, int writes, int salt)
-{
-	fu_remove(path);
-	weft_db *db = fu_open(path, seed, 1);
-	assert_non_null(db);
-	assert_int_equal(weft_schema_define(db, fu_schema), WEFT_OK);
-	assert_int_equal(fu_write(db, writes, salt, NULL), WEFT_OK);
-	weft_db_close(db);
-}
-
 static int setup(void **state)
 {
 	(void)state;
-	snprintf(device_tpl, sizeof(device_tpl), "%s", fu_path("device-template.db"));
-	snprintf(peer_tpl, sizeof(peer_tpl), "%s", fu_path("peer-template.db"));
-	snprintf(device, sizeof(device), "%s", fu_path("device.db"));
-	snprintf(peer, sizeof(peer), "%s", fu_path("peer.db"));
-	make_store(device_tpl, SEED_DEVICE, 10, 1);
-	make_store(peer_tpl, SEED_PEER, 10, 2);
+	fu_path_to(device_tpl, "device-template.db");
+	fu_path_to(peer_tpl, "peer-template.db");
+	fu_path_to(device, "device.db");
+	fu_path_to(peer, "peer.db");
+	fu_make_store(device_tpl, SEED_DEVICE, 10, 1);
+	fu_make_store(peer_tpl, SEED_PEER, 10, 2);
 	return 0;
 }
 

@@ -27,27 +27,17 @@ static char victim[700], peer[700];
 
 /* ------------------------------------------------------------ templates */
 
-static void make_store(const char *path, int seed, int writes, int salt)
-{
-	fu_remove(path);
-	weft_db *db = fu_open(path, seed, 1);
-	assert_non_null(db);
-	assert_int_equal(weft_schema_define(db, fu_schema), WEFT_OK);
-	assert_int_equal(fu_write(db, writes, salt, NULL), WEFT_OK);
-	weft_db_close(db);
-}
-
 static int setup(void **state)
 {
 	(void)state;
-	snprintf(victim_tpl, sizeof(victim_tpl), "%s", fu_path("victim-template.db"));
-	snprintf(peer_tpl, sizeof(peer_tpl), "%s", fu_path("peer-template.db"));
-	snprintf(source_tpl, sizeof(source_tpl), "%s", fu_path("source-template.db"));
-	snprintf(victim, sizeof(victim), "%s", fu_path("victim.db"));
-	snprintf(peer, sizeof(peer), "%s", fu_path("peer.db"));
-	make_store(victim_tpl, SEED_VICTIM, 24, 1);
-	make_store(peer_tpl, SEED_PEER, 18, 2);
-	make_store(source_tpl, SEED_SOURCE, 40, 3);
+	fu_path_to(victim_tpl, "victim-template.db");
+	fu_path_to(peer_tpl, "peer-template.db");
+	fu_path_to(source_tpl, "source-template.db");
+	fu_path_to(victim, "victim.db");
+	fu_path_to(peer, "peer.db");
+	fu_make_store(victim_tpl, SEED_VICTIM, 24, 1);
+	fu_make_store(peer_tpl, SEED_PEER, 18, 2);
+	fu_make_store(source_tpl, SEED_SOURCE, 40, 3);
 	return 0;
 }
 
