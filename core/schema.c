@@ -41,7 +41,8 @@ static int error_at(lexer *lx, tokpos at, const char *fmt, const char *detail)
 {
 	char near[40];
 	size_t n = at.len < 32 ? at.len : 32;
-	memcpy(near, at.tok ? at.tok : "", n);
+	if (at.tok)
+		memcpy(near, at.tok, n);
 	near[n] = '\0';
 	char msg[300];
 	snprintf(msg, sizeof(msg), fmt, detail ? detail : "");

@@ -18,6 +18,10 @@ cmake --build build/test -j"$jobs"
 step "tests"
 (cd build/test && ctest -j"$jobs" --output-on-failure --timeout 900)
 
+step "build (Release, -O3: what the demo and benchmarks use)"
+cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DWEFT_BUILD_TESTS=OFF -DWEFT_BUILD_BENCH=OFF >/dev/null
+cmake --build build/release -j"$jobs"
+
 step "build with AddressSanitizer + UndefinedBehaviorSanitizer"
 cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DWEFT_BUILD_TESTS=ON \
   -DWEFT_SANITIZE="address;undefined" -DWEFT_BUILD_BENCH=OFF >/dev/null
