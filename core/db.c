@@ -127,8 +127,6 @@ static int create_schema(weft_db *db)
 		rc = store_sqlite_error(db, src, "creating the store");
 		goto fail;
 	}
-	if ((rc = store_hlc_set(db, 0)) < 0)
-		goto fail;
 	return store_commit(db);
 fail:
 	store_rollback(db);
@@ -435,8 +433,6 @@ int weft_db_append(weft_id *out, weft_db *db, const char *scope, const char *kin
 		goto fail;
 	weft_ingest_status status;
 	rc = store_insert_event(db, ev, &status);
-	if (rc == 0)
-		rc = store_hlc_set(db, ev->hlc);
 	if (rc == 0 && db->self_ref < 0)
 		rc = self_ref(db);
 	if (rc == 0)
@@ -543,23 +539,16 @@ int weft_db_ingest_batch(int *result, weft_db *db, const weft_bytes *events, siz
 	if (bad)
 		err_set(&first_refusal, bad->err.code, "event %zu of the batch refused: %s", bad->first_bad, bad->err.msg);
 
+	/* Accepted stamps advance the clock by being stored (store_hlc_get). */
 	int rc = store_begin(db);
-	uint64_t last = 0, clock = 0;
-	if (rc == 0)
-		rc = store_hlc_get(db, &last);
-	clock = last;
 	for (size_t i = 0; rc == 0 && i < n; i++) {
 		if (!evs[i])
 			continue;
 		weft_ingest_status status;
 		rc = store_insert_event(db, evs[i], &status);
-		if (rc == 0) {
-			clock = hlc_observe(clock, evs[i]->hlc);
+		if (rc == 0)
 			result[i] = (int)status;
-		}
 	}
-	if (rc == 0 && clock != last)
-		rc = store_hlc_set(db, clock);
 	if (rc == 0)
 		rc = store_commit_events(db);
 	for (size_t i = 0; i < n; i++)

@@ -18,7 +18,3 @@ int hlc_too_far_ahead(uint64_t remote, uint64_t wall_ms, uint64_t max_drift_ms)
 	return HLC_MS(remote) > wall_ms + max_drift_ms;
 }
 
-uint64_t hlc_observe(uint64_t last, uint64_t remote)
-{
-	return remote > last ? remote : last;
-}

@@ -19,7 +19,5 @@
 uint64_t hlc_next(uint64_t last, uint64_t wall_ms);
 /* 1 if a remote stamp lies beyond wall_ms + max_drift_ms, else 0. */
 int hlc_too_far_ahead(uint64_t remote, uint64_t wall_ms, uint64_t max_drift_ms);
-/* last after seeing an accepted remote stamp: the larger of the two. */
-uint64_t hlc_observe(uint64_t last, uint64_t remote);
 
 #endif

@@ -29,6 +29,7 @@ enum store_stmt {
 	STMT_OWN_HEAD,
 	STMT_META_GET,
 	STMT_META_SET,
+	STMT_HLC_MAX,
 	STMT_OP_INSERT,
 	STMT_ROW_OPS,
 	STMT_EFFECT_GET,
@@ -80,9 +81,9 @@ int store_commit(weft_db *db);
 void store_rollback(weft_db *db);
 
 uint64_t store_wall_ms(weft_db *db);
-/* The clock's last value (inside a transaction, for a consistent view). */
+/* The clock's last value: the newest stored stamp (inside a transaction,
+ * for a consistent view). */
 int store_hlc_get(weft_db *db, uint64_t *hlc);
-int store_hlc_set(weft_db *db, uint64_t hlc);
 
 /*
  * Inside a transaction: stores a decoded, verified event. Sets *status

@@ -129,17 +129,6 @@ static void test_hlc_too_far_ahead_boundary_is_inclusive(void **state)
 	assert_int_equal(hlc_too_far_ahead(EVENT_HLC_MAX, T0, drift), 1);
 }
 
-static void test_hlc_observe_keeps_the_larger_stamp(void **state)
-{
-	(void)state;
-	assert_int_equal(hlc_observe(HLC_MAKE(T0, 3), HLC_MAKE(T0, 4)), HLC_MAKE(T0, 4));
-	assert_int_equal(hlc_observe(HLC_MAKE(T0, 4), HLC_MAKE(T0, 3)), HLC_MAKE(T0, 4));
-	assert_int_equal(hlc_observe(HLC_MAKE(T0, 4), HLC_MAKE(T0, 4)), HLC_MAKE(T0, 4));
-	/* after observing a remote stamp ahead, the next own stamp is after it */
-	uint64_t clock = hlc_observe(HLC_MAKE(T0, 0), HLC_MAKE(T0 + 5000, 2));
-	assert_int_equal(hlc_next(clock, T0 + 10), HLC_MAKE(T0 + 5000, 3));
-}
-
 /* -------------------------------------------------- through the store */
 
 static uint64_t append_hlc(weft_db *db, int i)
@@ -400,7 +389,6 @@ int main(void)
 		cmocka_unit_test(test_hlc_next_carries_counter_overflow_into_ms),
 		cmocka_unit_test(test_hlc_next_strictly_increases_for_any_wall_clock),
 		cmocka_unit_test(test_hlc_too_far_ahead_boundary_is_inclusive),
-		cmocka_unit_test(test_hlc_observe_keeps_the_larger_stamp),
 		cmocka_unit_test(test_hlc_appends_increase_when_fake_clock_goes_back),
 		cmocka_unit_test(test_hlc_survives_close_and_reopen_with_earlier_clock),
 		cmocka_unit_test(test_hlc_ingest_refuses_future_event_without_moving_clock),
