@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+# Target 8 evidence (bench/RESULTS.md): alternative on-disk layouts of the
+# events of a weft store, built incrementally in arrival order and in
+# batches like weft builds them; prints bytes per event beyond the payload,
+# per layout and per b-tree (dbstat).
+#   python3 bench/layouts.py build/bench/bench-work/cache/log-v1-100000-S.db
+import atexit, os, shutil, sqlite3, struct, sys, tempfile
+src = sys.argv[1]
+work = tempfile.mkdtemp(prefix="weft-layouts-")
+atexit.register(shutil.rmtree, work, True)
+s = sqlite3.connect(src)
+rows = s.execute("SELECT e.n, e.id, e.author, e.seq, e.prev, e.hlc, e.scope, e.kind, e.idem, e.payload_len, "
+                 "e.payload_hash, e.sig, e.payload FROM weft_event e ORDER BY e.n").fetchall()
+N = len(rows)
+payload = sum(len(r[12]) for r in rows) / N
+kinds = {}
+print(f"{N} events, payload {payload:.0f} B each")
+def layout(name, ddl, conv):
+    path = os.path.join(work, name + ".db")
+    d = sqlite3.connect(path)
+    d.executescript(ddl)
+    d.execute("BEGIN")
+    for i in range(0, N, 4096):  # weft ingests in batches
+        for r in rows[i:i+4096]:
+            for stmt, args in conv(r):
+                d.execute(stmt, args)
+    d.commit()
+    per = {k: v / N for k, v in d.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name")}
+    total = os.path.getsize(path) / N - payload
+    print(f"{name:4s} {total:6.1f} B/event beyond payload   " +
+          "  ".join(f"{k} {v:.1f}" for k, v in sorted(per.items(), key=lambda kv: -kv[1]) if v >= 0.5))
+    d.close()
+def kind_ref(k):
+    return kinds.setdefault(k, len(kinds) + 1)
+def idp(i):
+    return struct.unpack(">q", i[:8])[0]
+# L0: today's layout (core/db.c schema_v1), for calibration.
+layout("L0", """CREATE TABLE e(n INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE, author INTEGER NOT NULL,
+  seq INTEGER NOT NULL, prev BLOB, hlc INTEGER NOT NULL, scope INTEGER NOT NULL, kind TEXT NOT NULL, idem TEXT,
+  payload_len INTEGER NOT NULL, payload_hash BLOB NOT NULL, sig BLOB NOT NULL, payload BLOB);
+  CREATE INDEX e_time ON e(hlc, id); CREATE INDEX e_chain ON e(author, seq);""",
+  lambda r: [("INSERT INTO e VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", r)])
+# L1: no prev when it is the author's seq-1 event, no payload_hash while the payload is
+# present, interned kind.
+L1 = """CREATE TABLE e(n INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE, author INTEGER NOT NULL,
+  seq INTEGER NOT NULL, hlc INTEGER NOT NULL, scope INTEGER NOT NULL, kind INTEGER NOT NULL, sig BLOB NOT NULL,
+  payload BLOB, payload_len INTEGER, prev BLOB, payload_hash BLOB, idem TEXT);
+  CREATE INDEX e_time ON e(hlc, id); CREATE INDEX e_chain ON e(author, seq);"""
+def c1(r):
+    return [("INSERT INTO e VALUES (?,?,?,?,?,?,?,?,?,NULL,NULL,NULL,?)",
+             (r[0], r[1], r[2], r[3], r[5], r[6], kind_ref(r[7]), r[11], r[12], r[8]))]
+layout("L1", L1, c1)
+# L2: L1 + id found through an 8-byte integer prefix index, time index on hlc only.
+layout("L2", L1.replace("id BLOB NOT NULL UNIQUE", "id BLOB NOT NULL").replace(
+    "CREATE INDEX e_time ON e(hlc, id);", "CREATE INDEX e_time ON e(hlc); CREATE INDEX e_idp ON e(idp);").replace(
+    "idem TEXT)", "idem TEXT, idp INTEGER NOT NULL)"),
+  lambda r: [("INSERT INTO e VALUES (?,?,?,?,?,?,?,?,?,NULL,NULL,NULL,?,?)",
+              (r[0], r[1], r[2], r[3], r[5], r[6], kind_ref(r[7]), r[11], r[12], r[8], idp(r[1])))])
+# L3: L2 without the (author, seq) index (chain state kept per author instead).
+layout("L3", L1.replace("id BLOB NOT NULL UNIQUE", "id BLOB NOT NULL").replace(
+    "CREATE INDEX e_time ON e(hlc, id); CREATE INDEX e_chain ON e(author, seq);",
+    "CREATE INDEX e_time ON e(hlc); CREATE INDEX e_idp ON e(idp);").replace(
+    "idem TEXT)", "idem TEXT, idp INTEGER NOT NULL)"),
+  lambda r: [("INSERT INTO e VALUES (?,?,?,?,?,?,?,?,?,NULL,NULL,NULL,?,?)",
+              (r[0], r[1], r[2], r[3], r[5], r[6], kind_ref(r[7]), r[11], r[12], r[8], idp(r[1])))])
+# L4: events clustered by (hlc, id) (WITHOUT ROWID: the table is the reconciliation
+# order), id -> hlc through an integer-keyed map, chain as a small side table.
+layout("L4", """CREATE TABLE e(hlc INTEGER NOT NULL, id BLOB NOT NULL, author INTEGER NOT NULL,
+  seq INTEGER NOT NULL, scope INTEGER NOT NULL, kind INTEGER NOT NULL, sig BLOB NOT NULL, payload BLOB,
+  payload_len INTEGER, prev BLOB, payload_hash BLOB, idem TEXT, PRIMARY KEY(hlc, id)) WITHOUT ROWID;
+  CREATE TABLE e_id(idp INTEGER PRIMARY KEY, hlc INTEGER NOT NULL);
+  CREATE TABLE e_chain(author INTEGER, seq INTEGER, hlc INTEGER, PRIMARY KEY(author, seq, hlc)) WITHOUT ROWID;""",
+  lambda r: [("INSERT INTO e VALUES (?,?,?,?,?,?,?,?,NULL,NULL,NULL,?)",
+                    (r[5], r[1], r[2], r[3], r[6], kind_ref(r[7]), r[11], r[12], r[8])),
+                   ("INSERT INTO e_id VALUES (?,?)", (idp(r[1]), r[5])),
+                   ("INSERT INTO e_chain VALUES (?,?,?)", (r[2], r[3], r[5]))])
+# L5: L3 without the 32-byte id in the row: only its 8-byte prefix is kept and
+# indexed; the id is re-derived (BLAKE2b of the header) when needed.
+layout("L5", """CREATE TABLE e(n INTEGER PRIMARY KEY, idp INTEGER NOT NULL, author INTEGER NOT NULL,
+  seq INTEGER NOT NULL, hlc INTEGER NOT NULL, scope INTEGER NOT NULL, kind INTEGER NOT NULL, sig BLOB NOT NULL,
+  payload BLOB, payload_len INTEGER, prev BLOB, payload_hash BLOB, idem TEXT);
+  CREATE INDEX e_time ON e(hlc); CREATE INDEX e_idp ON e(idp);""",
+  lambda r: [("INSERT INTO e VALUES (?,?,?,?,?,?,?,?,?,NULL,NULL,NULL,?)",
+              (r[0], idp(r[1]), r[2], r[3], r[5], r[6], kind_ref(r[7]), r[11], r[12], r[8]))])
