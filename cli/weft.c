@@ -143,6 +143,14 @@ int cli_open(weft_db **db, cli *c, unsigned flags)
 	return CLI_OK;
 }
 
+int cli_progress(uint64_t done, uint64_t total, void *payload)
+{
+	const cli_progress_state *p = payload;
+	if (p->tty)
+		fprintf(stderr, "\r%s %llu/%llu", p->what, (unsigned long long)done, (unsigned long long)total);
+	return 0;
+}
+
 void cli_json_string(FILE *f, const char *s, size_t n)
 {
 	fputc('"', f);

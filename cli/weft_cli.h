@@ -40,6 +40,12 @@ int cli_flag(cli *c, const char *name);
 int cli_no_more_options(cli *c, const char *cmd);
 /* The passphrase from $WEFT_PASSPHRASE or --passphrase-file (NULL: none). */
 const char *cli_passphrase(cli *c);
+/* A weft_progress_cb that draws "\r<what> done/total" on a terminal. */
+typedef struct cli_progress_state {
+	int tty;
+	const char *what;
+} cli_progress_state;
+int cli_progress(uint64_t done, uint64_t total, void *payload);
 /* Prints a string as a JSON string literal. */
 void cli_json_string(FILE *f, const char *s, size_t n);
 

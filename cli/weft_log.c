@@ -218,13 +218,6 @@ int cmd_log(cli *c)
 	return status;
 }
 
-static int progress(uint64_t done, uint64_t total, void *payload)
-{
-	if (*(int *)payload)
-		fprintf(stderr, "\rverifying %llu/%llu", (unsigned long long)done, (unsigned long long)total);
-	return 0;
-}
-
 int cmd_verify(cli *c)
 {
 	if (cli_no_more_options(c, "verify") < 0 || c->argc)
@@ -233,10 +226,10 @@ int cmd_verify(cli *c)
 	int rc = cli_open(&db, c, WEFT_OPEN_READONLY);
 	if (rc)
 		return rc;
-	int tty = isatty(2);
+	cli_progress_state ps = {isatty(2), "verifying"};
 	weft_verify_report r;
-	rc = weft_db_verify(&r, db, progress, &tty);
-	if (tty)
+	rc = weft_db_verify(&r, db, cli_progress, &ps);
+	if (ps.tty)
 		fputc('\n', stderr);
 	int status;
 	if (rc == WEFT_OK) {

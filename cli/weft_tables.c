@@ -333,13 +333,6 @@ int cmd_query(cli *c)
 	return rc;
 }
 
-static int rebuild_progress(uint64_t done, uint64_t total, void *p)
-{
-	if (*(int *)p)
-		fprintf(stderr, "\rre-deriving %llu/%llu events", (unsigned long long)done, (unsigned long long)total);
-	return 0;
-}
-
 int cmd_rebuild(cli *c)
 {
 	if (cli_no_more_options(c, "rebuild") < 0 || c->argc)
@@ -348,9 +341,9 @@ int cmd_rebuild(cli *c)
 	int rc = cli_open(&db, c, 0);
 	if (rc)
 		return rc;
-	int tty = isatty(2);
-	rc = weft_db_rebuild(db, rebuild_progress, &tty);
-	if (tty)
+	cli_progress_state ps = {isatty(2), "re-deriving events"};
+	rc = weft_db_rebuild(db, cli_progress, &ps);
+	if (ps.tty)
 		fputc('\n', stderr);
 	rc = rc < 0 ? cli_fail("%s", weft_errmsg(db)) : (printf("derived tables rebuilt from the log\n"), CLI_OK);
 	weft_db_close(db);
