@@ -408,3 +408,32 @@ int store_has_event(weft_db *db, const unsigned char id[32])
 		return 1;
 	return rc == SQLITE_DONE ? 0 : store_sqlite_error(db, rc, "looking up an event");
 }
+
+int store_list_scopes(weft_db *db, char ***out, size_t *n, size_t max)
+{
+	*out = NULL;
+	*n = 0;
+	sqlite3_stmt *st;
+	int rc = sqlite3_prepare_v2(db->sql, "SELECT name FROM weft_scope ORDER BY name", -1, &st, NULL);
+	if (rc != SQLITE_OK)
+		return store_sqlite_error(db, rc, "listing scopes");
+	char **v = weft__calloc(max ? max : 1, sizeof(char *));
+	if (!v) {
+		sqlite3_finalize(st);
+		return err_set(&db->err, WEFT_ENOMEM, "out of memory");
+	}
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW && *n < max) {
+		if (!(v[*n] = weft__strdup((const char *)sqlite3_column_text(st, 0)))) {
+			rc = SQLITE_NOMEM;
+			break;
+		}
+		(*n)++;
+	}
+	sqlite3_finalize(st);
+	*out = v;
+	if (rc == SQLITE_NOMEM)
+		return err_set(&db->err, WEFT_ENOMEM, "out of memory");
+	if (rc == SQLITE_ROW)
+		return err_set(&db->err, WEFT_ELIMIT, "the store holds more than %zu scopes: name the scopes to sync", max);
+	return rc == SQLITE_DONE ? WEFT_OK : store_sqlite_error(db, rc, "listing scopes");
+}

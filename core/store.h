@@ -102,6 +102,10 @@ int store_commit_events(weft_db *db);
  */
 typedef int (*store_item_cb)(void *payload, uint64_t hlc, const unsigned char id[32]);
 int store_scan_items(weft_db *db, const char *const *scopes, size_t n, store_item_cb cb, void *payload);
+/* The names of the scopes the store holds events of, sorted, in a new
+ * array of new strings (weft__free each, then the array; *out is set even
+ * on failure). WEFT_ELIMIT when there are more than max. */
+int store_list_scopes(weft_db *db, char ***out, size_t *n, size_t max);
 /* 1 if the event is stored, 0 if not, negative on error. */
 int store_has_event(weft_db *db, const unsigned char id[32]);
 /* Reads the event at the current row of a statement whose columns are

@@ -291,36 +291,6 @@ static int copy_scopes(weft_session *s, const char *const *scopes, size_t n)
 	return WEFT_OK;
 }
 
-/* The scopes present in our store (for a client syncing "all"). */
-static int store_scopes(weft_db *db, char ***out, size_t *n)
-{
-	*out = NULL;
-	*n = 0;
-	sqlite3_stmt *st;
-	int rc = sqlite3_prepare_v2(db->sql, "SELECT name FROM weft_scope ORDER BY name", -1, &st, NULL);
-	if (rc != SQLITE_OK)
-		return store_sqlite_error(db, rc, "listing scopes");
-	char **v = weft__calloc(MAX_SCOPES, sizeof(char *));
-	if (!v) {
-		sqlite3_finalize(st);
-		return err_set(&db->err, WEFT_ENOMEM, "out of memory");
-	}
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW && *n < MAX_SCOPES) {
-		if (!(v[*n] = weft__strdup((const char *)sqlite3_column_text(st, 0)))) {
-			rc = SQLITE_NOMEM;
-			break;
-		}
-		(*n)++;
-	}
-	sqlite3_finalize(st);
-	*out = v;
-	if (rc == SQLITE_NOMEM)
-		return err_set(&db->err, WEFT_ENOMEM, "out of memory");
-	if (rc == SQLITE_ROW)
-		return err_set(&db->err, WEFT_ELIMIT, "the store holds more than %d scopes: name the scopes to sync", MAX_SCOPES);
-	return WEFT_OK;
-}
-
 static void free_strv(char **v, size_t n)
 {
 	for (size_t i = 0; v && i < n; i++)
@@ -404,7 +374,7 @@ int weft_session_new(weft_session **out, weft_db *db, weft_role role, const weft
 		 * restricted server can grant them one by one. */
 		char **names = s->want_scopes;
 		size_t n = s->n_want;
-		if (!names && (rc = store_scopes(db, &names, &n)) < 0) {
+		if (!names && (rc = store_list_scopes(db, &names, &n, MAX_SCOPES)) < 0) {
 			free_strv(names, n);
 			weft_session_free(s);
 			return rc;
@@ -744,7 +714,7 @@ static int on_hello_server(weft_session *s, const frame *f)
 	scope_grant *g = h.scopes;
 	char **mine = NULL;
 	size_t nmine = 0;
-	if ((h.flags & HELLO_ALL) && (rc = store_scopes(s->db, &mine, &nmine)) < 0) {
+	if ((h.flags & HELLO_ALL) && (rc = store_list_scopes(s->db, &mine, &nmine, MAX_SCOPES)) < 0) {
 		weft__free(g);
 		free_strv(mine, nmine);
 		return session_fail(s, rc, "%s", weft_errmsg(s->db));
