@@ -1286,7 +1286,7 @@ static double scan_time(const char *path)
 	weft_db *db = open_store(path, 0);
 	size_t n = 0;
 	double t0 = now_s();
-	if (store_scan_items(db, NULL, 0, scan_count, &n) < 0)
+	if (store_scan_items(db, NULL, 0, STORE_HLC_ALL_LO, STORE_HLC_ALL_HI, scan_count, &n) < 0)
 		die("scan: %s", weft_errmsg(db));
 	double t = now_s() - t0;
 	weft_db_close(db);

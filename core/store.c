@@ -348,14 +348,15 @@ int store_row_event(struct weft_event **out, weft_db *db, sqlite3_stmt *st)
 	return codec_event_assemble(out, &f, payload, &db->err);
 }
 
-int store_scan_items(weft_db *db, const char *const *scopes, size_t n, store_item_cb cb, void *payload)
+int store_scan_items(weft_db *db, const char *const *scopes, size_t n, uint64_t hlc_lo, uint64_t hlc_hi,
+                     store_item_cb cb, void *payload)
 {
 	sqlite3_stmt *st;
 	/* Scopes as a JSON array keep one statement for any number of them. */
 	const char *sql = scopes
-		? "SELECT e.hlc, e.id FROM weft_event e WHERE e.scope IN "
+		? "SELECT e.hlc, e.id FROM weft_event e WHERE e.hlc >= ?2 AND e.hlc <= ?3 AND e.scope IN "
 		  "(SELECT ref FROM weft_scope WHERE name IN (SELECT value FROM json_each(?1))) ORDER BY e.hlc, e.id"
-		: "SELECT hlc, id FROM weft_event ORDER BY hlc, id";
+		: "SELECT hlc, id FROM weft_event WHERE hlc >= ?2 AND hlc <= ?3 ORDER BY hlc, id";
 	int rc = sqlite3_prepare_v2(db->sql, sql, -1, &st, NULL);
 	if (rc != SQLITE_OK)
 		return store_sqlite_error(db, rc, "listing events to reconcile");
@@ -379,6 +380,9 @@ int store_scan_items(weft_db *db, const char *const *scopes, size_t n, store_ite
 		*p = '\0';
 		sqlite3_bind_text(st, 1, json, -1, SQLITE_STATIC);
 	}
+	/* Stamps keep their top bit clear, so both bounds fit an int64. */
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)(hlc_lo > INT64_MAX ? INT64_MAX : hlc_lo));
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)(hlc_hi > INT64_MAX ? INT64_MAX : hlc_hi));
 	int out = WEFT_OK;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		if (sqlite3_column_bytes(st, 1) != 32) {

@@ -96,12 +96,16 @@ int store_insert_event(weft_db *db, const struct weft_event *ev,
 int store_commit_events(weft_db *db);
 
 /*
- * Calls cb(payload, hlc, id) for every stored event in (hlc, id) order
- * whose scope is one of scopes[0..n) (all scopes when scopes is NULL).
- * A non-zero return from cb stops with that value. Reads only the index.
+ * Calls cb(payload, hlc, id) for every stored event with hlc_lo <= hlc <=
+ * hlc_hi, in (hlc, id) order, whose scope is one of scopes[0..n) (all
+ * scopes when scopes is NULL). A non-zero return from cb stops with that
+ * value. STORE_HLC_ALL_LO/HI cover every stamp.
  */
+#define STORE_HLC_ALL_LO 0
+#define STORE_HLC_ALL_HI INT64_MAX /* stamps keep their top bit clear */
 typedef int (*store_item_cb)(void *payload, uint64_t hlc, const unsigned char id[32]);
-int store_scan_items(weft_db *db, const char *const *scopes, size_t n, store_item_cb cb, void *payload);
+int store_scan_items(weft_db *db, const char *const *scopes, size_t n, uint64_t hlc_lo, uint64_t hlc_hi,
+                     store_item_cb cb, void *payload);
 /* The names of the scopes the store holds events of, sorted, in a new
  * array of new strings (weft__free each, then the array; *out is set even
  * on failure). WEFT_ELIMIT when there are more than max. */

@@ -432,7 +432,7 @@ static int build_set(weft_session *s)
 			if (flows_out(&s->grants[i]) || flows_in(&s->grants[i]))
 				names[n++] = s->grants[i].name;
 	}
-	rc = store_scan_items(s->db, s->all ? NULL : names, n, add_item, s->set);
+	rc = store_scan_items(s->db, s->all ? NULL : names, n, STORE_HLC_ALL_LO, STORE_HLC_ALL_HI, add_item, s->set);
 	weft__free(names);
 	if (rc == 0)
 		rc = neg_set_seal(s->set);
