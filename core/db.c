@@ -17,21 +17,25 @@ static const char schema_v1[] =
 	"  pk BLOB NOT NULL UNIQUE,"
 	"  forked INTEGER NOT NULL DEFAULT 0);"
 	"CREATE TABLE weft_scope(ref INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);"
+	"CREATE TABLE weft_kind(ref INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);"
+	/* Layout (docs/FORMAT.md, "5. The store"): what can be re-derived is
+	 * not stored; the id is found through its first 8 bytes. */
 	"CREATE TABLE weft_event("
 	"  n INTEGER PRIMARY KEY,"          /* local arrival order */
-	"  id BLOB NOT NULL UNIQUE,"
+	"  id BLOB NOT NULL,"
 	"  author INTEGER NOT NULL,"
 	"  seq INTEGER NOT NULL,"
-	"  prev BLOB,"
 	"  hlc INTEGER NOT NULL,"
 	"  scope INTEGER NOT NULL,"
-	"  kind TEXT NOT NULL,"
-	"  idem TEXT,"
-	"  payload_len INTEGER NOT NULL,"
-	"  payload_hash BLOB NOT NULL,"
+	"  kind INTEGER NOT NULL,"
 	"  sig BLOB NOT NULL,"
-	"  payload BLOB);"                  /* NULL once erased */
-	"CREATE INDEX weft_event_time ON weft_event(hlc, id);"
+	"  payload BLOB,"                   /* NULL once erased */
+	"  prev BLOB,"                      /* NULL: seq 1, or the id of the author's only event at seq - 1 */
+	"  payload_len INTEGER,"            /* NULL while the payload is present */
+	"  payload_hash BLOB,"              /* NULL while the payload is present */
+	"  idem TEXT);"
+	"CREATE INDEX weft_event_idp ON weft_event(" STORE_ID_PREFIX("id") ");"
+	"CREATE INDEX weft_event_time ON weft_event(hlc);"
 	"CREATE INDEX weft_event_chain ON weft_event(author, seq);"
 	"CREATE INDEX weft_event_idem ON weft_event(scope, idem) WHERE idem IS NOT NULL;"
 	"CREATE TABLE weft_trust("
@@ -276,6 +280,9 @@ int weft_db_open(weft_db **out, const char *path, const weft_open_options *opts)
 	int is_new;
 	if ((rc = check_schema(db, &is_new)) < 0)
 		goto fail;
+	/* Reads map the file instead of copying pages (at most 64 MiB). */
+	if ((rc = store_exec(db, "PRAGMA mmap_size=67108864;", "configuring the database")) < 0)
+		goto fail;
 	if (!db->readonly) {
 		/* WAL + synchronous=FULL: a commit is on disk before it returns. */
 		if ((rc = store_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;",
@@ -368,26 +375,58 @@ static int lookup_idem(weft_db *db, const char *scope, const char *idem, weft_id
 	                                             : store_sqlite_error(db, rc, "looking up an idempotency key");
 }
 
+/* Changes only when another connection commits. */
+static int data_version(weft_db *db, int64_t *v)
+{
+	sqlite3_stmt *st = store_stmt(db, STMT_DATA_VERSION);
+	if (!st)
+		return db->err.code;
+	int rc = sqlite3_step(st);
+	*v = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+	sqlite3_reset(st);
+	return rc == SQLITE_ROW ? WEFT_OK : store_sqlite_error(db, rc, "reading this device's chain");
+}
+
+/* Inside the write transaction: this device's head, from the cache while
+ * no other connection wrote since it was filled. */
 static int own_head(weft_db *db, uint64_t *seq, weft_id *id)
 {
 	*seq = 0;
+	int64_t dv;
 	int rc;
-	/* Own events may have arrived from a peer (a restored device). */
-	if (db->self_ref < 0 && (rc = self_ref(db)) < 0)
+	if ((rc = data_version(db, &dv)) < 0)
 		return rc;
-	if (db->self_ref < 0)
+	if (db->own_valid && dv == db->own_dv) {
+		*seq = db->own_seq;
+		*id = db->own_id;
 		return WEFT_OK;
-	sqlite3_stmt *st = store_stmt(db, STMT_OWN_HEAD);
-	if (!st)
-		return db->err.code;
-	sqlite3_bind_int64(st, 1, db->self_ref);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
-		*seq = (uint64_t)sqlite3_column_int64(st, 0);
-		memcpy(id->bytes, sqlite3_column_blob(st, 1), 32);
 	}
-	sqlite3_reset(st);
-	return rc == SQLITE_ROW || rc == SQLITE_DONE ? WEFT_OK : store_sqlite_error(db, rc, "reading this device's chain");
+	/* Own events may have arrived from a peer (a restored device). */
+	if ((rc = self_ref(db)) < 0)
+		return rc;
+	if (db->self_ref >= 0) {
+		sqlite3_stmt *st = store_stmt(db, STMT_OWN_HEAD);
+		if (!st)
+			return db->err.code;
+		sqlite3_bind_int64(st, 1, db->self_ref);
+		rc = sqlite3_step(st);
+		if (rc == SQLITE_ROW && sqlite3_column_bytes(st, 1) == 32) {
+			*seq = (uint64_t)sqlite3_column_int64(st, 0);
+			memcpy(id->bytes, sqlite3_column_blob(st, 1), 32);
+		} else if (rc == SQLITE_ROW) {
+			rc = -1;
+		}
+		sqlite3_reset(st);
+		if (rc == -1)
+			return err_set(&db->err, WEFT_ECORRUPT, "this device's newest event has a malformed id; run `weft verify`");
+		if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+			return store_sqlite_error(db, rc, "reading this device's chain");
+	}
+	db->own_valid = 1;
+	db->own_dv = dv;
+	db->own_seq = *seq;
+	db->own_id = *id;
+	return WEFT_OK;
 }
 
 int weft_db_append(weft_id *out, weft_db *db, const char *scope, const char *kind,
@@ -435,8 +474,13 @@ int weft_db_append(weft_id *out, weft_db *db, const char *scope, const char *kin
 	rc = store_insert_event(db, ev, &status);
 	if (rc == 0 && db->self_ref < 0)
 		rc = self_ref(db);
-	if (rc == 0)
+	if (rc == 0) {
 		*out = ev->id;
+		/* The new head; a failed commit rolls back and clears it. */
+		db->own_valid = 1;
+		db->own_seq = f.seq;
+		db->own_id = ev->id;
+	}
 	codec_event_free(ev);
 	if (rc < 0)
 		goto fail;
@@ -638,7 +682,7 @@ int weft_db_iter(weft_iter **out, weft_db *db, const weft_iter_options *opts)
 	int rc = sqlite3_prepare_v2(db->sql,
 		"SELECT " STORE_EVENT_COLUMNS STORE_EVENT_FROM
 		"WHERE e.hlc >= ?1 AND (?2 = 0 OR e.hlc < ?2) AND (?3 IS NULL OR s.name = ?3) "
-		"ORDER BY e.hlc, e.id", -1, &it->st, NULL);
+		"ORDER BY e.hlc, e.id", -1, &it->st, NULL); /* ties sorted by SQLite */
 	if (rc != SQLITE_OK) {
 		weft__free(it);
 		return store_sqlite_error(db, rc, "starting an iteration");

@@ -1603,7 +1603,7 @@ static int rederive(weft_db *db, schema *old, schema *made, weft_progress_cb cb,
 
 	sqlite3_stmt *st;
 	uint64_t total = 0, done = 0;
-	rc = sqlite3_prepare_v2(db->sql, "SELECT count(*) FROM weft_event WHERE kind = '" ROWS_KIND "'", -1, &st,
+	rc = sqlite3_prepare_v2(db->sql, "SELECT count(*) FROM weft_event e WHERE " STORE_EVENT_KIND_IS(ROWS_KIND), -1, &st,
 	                        NULL);
 	if (rc == SQLITE_OK && (rc = step(db, st)) == SQLITE_ROW)
 		total = (uint64_t)sqlite3_column_int64(st, 0);
@@ -1615,7 +1615,7 @@ static int rederive(weft_db *db, schema *old, schema *made, weft_progress_cb cb,
 	/* Events in (HLC, id) order: the first event of each idempotency key
 	 * is the one that takes effect, and nothing is withdrawn. */
 	rc = sqlite3_prepare_v2(db->sql, "SELECT e.n, e.scope, " STORE_EVENT_COLUMNS STORE_EVENT_FROM
-	                        "WHERE e.kind = '" ROWS_KIND "' ORDER BY e.hlc, e.id", -1, &st, NULL);
+	                        "WHERE " STORE_EVENT_KIND_IS(ROWS_KIND) " ORDER BY e.hlc, e.id", -1, &st, NULL);
 	if (rc != SQLITE_OK) {
 		rc = store_sqlite_error(db, rc, "re-deriving tables");
 		goto out;

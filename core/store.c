@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "core/alloc.h"
 #include "core/hlc.h"
 #include "core/project.h"
@@ -15,19 +17,27 @@ static const char *const stmt_sql[STMT__COUNT] = {
 	[STMT_AUTHOR_FLAG_FORK] = "UPDATE weft_author SET forked = 1 WHERE ref = ?1",
 	[STMT_SCOPE_REF] = "SELECT ref FROM weft_scope WHERE name = ?1",
 	[STMT_SCOPE_INSERT] = "INSERT INTO weft_scope(name) VALUES (?1)",
-	[STMT_EVENT_BY_ID_EXISTS] = "SELECT 1 FROM weft_event WHERE id = ?1",
+	[STMT_KIND_REF] = "SELECT ref FROM weft_kind WHERE name = ?1",
+	[STMT_KIND_INSERT] = "INSERT INTO weft_kind(name) VALUES (?1)",
+	[STMT_EVENT_BY_ID_EXISTS] = "SELECT 1 FROM weft_event e WHERE " STORE_EVENT_ID_IS("?1"),
+	/* Through the time index: a new event's stamp is near the end of it. */
+	[STMT_EVENT_AT_EXISTS] = "SELECT 1 FROM weft_event WHERE hlc = ?1 AND id = ?2",
 	[STMT_EVENT_SAME_SEQ] =
 		"SELECT seq, id, prev FROM weft_event WHERE author = ?1 AND seq BETWEEN ?2 - 1 AND ?2 + 1",
+	/* A second event at (author, seq - 1): successors stop deriving prev. */
+	[STMT_PREV_MATERIALIZE] =
+		"UPDATE weft_event SET prev = ?3 WHERE author = ?1 AND seq = ?2 AND prev IS NULL",
 	[STMT_EVENT_INSERT] =
 		"INSERT INTO weft_event(id, author, seq, prev, hlc, scope, kind, idem, "
 		"payload_len, payload_hash, sig, payload) "
 		"VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-	[STMT_EVENT_GET] = "SELECT " STORE_EVENT_COLUMNS STORE_EVENT_FROM "WHERE e.id = ?1",
+	[STMT_EVENT_GET] = "SELECT " STORE_EVENT_COLUMNS STORE_EVENT_FROM "WHERE " STORE_EVENT_ID_IS("?1"),
 	[STMT_IDEM_LOOKUP] =
 		"SELECT e.id FROM weft_event e JOIN weft_scope s ON s.ref = e.scope "
 		"WHERE s.name = ?1 AND e.idem = ?2 ORDER BY e.hlc, e.id LIMIT 1",
 	[STMT_OWN_HEAD] =
 		"SELECT seq, id FROM weft_event WHERE author = ?1 ORDER BY seq DESC, id LIMIT 1",
+	[STMT_DATA_VERSION] = "PRAGMA data_version",
 	[STMT_META_GET] = "SELECT value FROM weft_meta WHERE key = ?1",
 	[STMT_META_SET] = "INSERT OR REPLACE INTO weft_meta(key, value) VALUES (?1, ?2)",
 	[STMT_HLC_MAX] = "SELECT coalesce(max(hlc), 0) FROM weft_event",
@@ -133,6 +143,7 @@ int store_commit(weft_db *db)
 void store_rollback(weft_db *db)
 {
 	db->txn_changes = 0;
+	db->own_valid = 0;
 	if (!sqlite3_get_autocommit(db->sql))
 		sqlite3_exec(db->sql, "ROLLBACK", NULL, NULL, NULL);
 }
@@ -189,10 +200,11 @@ static int intern(weft_db *db, int64_t *ref, enum store_stmt get, enum store_stm
 int store_insert_event(weft_db *db, const struct weft_event *ev,
                        weft_ingest_status *status)
 {
-	sqlite3_stmt *st = store_stmt(db, STMT_EVENT_BY_ID_EXISTS);
+	sqlite3_stmt *st = store_stmt(db, STMT_EVENT_AT_EXISTS);
 	if (!st)
 		return db->err.code;
-	sqlite3_bind_blob(st, 1, ev->id.bytes, 32, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)ev->hlc);
+	sqlite3_bind_blob(st, 2, ev->id.bytes, 32, SQLITE_STATIC);
 	int rc = sqlite3_step(st);
 	sqlite3_reset(st);
 	if (rc == SQLITE_ROW) {
@@ -202,11 +214,13 @@ int store_insert_event(weft_db *db, const struct weft_event *ev,
 	if (rc != SQLITE_DONE)
 		return store_sqlite_error(db, rc, "looking up an event");
 
-	int64_t author, scope;
-	if ((rc = intern(db, &author, STMT_AUTHOR_REF, STMT_AUTHOR_INSERT, ev->author, 32, 1)) < 0)
+	int64_t author, scope, kind;
+	if ((rc = intern(db, &author, STMT_AUTHOR_REF, STMT_AUTHOR_INSERT, ev->author, 32, 1)) < 0 ||
+	    (rc = intern(db, &scope, STMT_SCOPE_REF, STMT_SCOPE_INSERT, ev->scope, -1, 0)) < 0 ||
+	    (rc = intern(db, &kind, STMT_KIND_REF, STMT_KIND_INSERT, ev->kind, -1, 0)) < 0)
 		return rc;
-	if ((rc = intern(db, &scope, STMT_SCOPE_REF, STMT_SCOPE_INSERT, ev->scope, -1, 0)) < 0)
-		return rc;
+	if (memcmp(ev->author, db->id.pk, 32) == 0)
+		db->own_valid = 0; /* own events may come back from a peer */
 
 	/* A fork: another event at this author's sequence number, or a chain
 	 * link that disagrees with a stored neighbour. Both events are validly
@@ -218,17 +232,22 @@ int store_insert_event(weft_db *db, const struct weft_event *ev,
 	sqlite3_bind_int64(st, 1, author);
 	sqlite3_bind_int64(st, 2, (sqlite3_int64)ev->seq);
 	int same = 0, before = 0, before_links = 0, after = 0, after_links = 0;
+	weft_id same_id;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		uint64_t seq = (uint64_t)sqlite3_column_int64(st, 0);
 		const void *id = sqlite3_column_blob(st, 1), *prev = sqlite3_column_blob(st, 2);
 		int id_ok = sqlite3_column_bytes(st, 1) == 32, prev_ok = sqlite3_column_bytes(st, 2) == 32;
 		if (seq == ev->seq) {
-			same = 1;
+			if (!same && id_ok)
+				memcpy(same_id.bytes, id, 32);
+			same = id_ok ? same + 1 : same;
 		} else if (seq + 1 == ev->seq) {
-			before = 1;
+			before++;
 			before_links |= id_ok && memcmp(id, ev->prev.bytes, 32) == 0;
 		} else if (seq == ev->seq + 1) {
 			after = 1;
+			/* A NULL prev is the id of the only event at ev->seq, and
+			 * there is none yet: ev cannot be it. */
 			after_links |= prev_ok && memcmp(prev, ev->id.bytes, 32) == 0;
 		}
 	}
@@ -245,21 +264,37 @@ int store_insert_event(weft_db *db, const struct weft_event *ev,
 		if (rc != SQLITE_DONE)
 			return store_sqlite_error(db, rc, "flagging a forked author");
 	}
+	if (same == 1) {
+		/* ev is the second event at its seq: successors of the first
+		 * stop deriving their prev from (author, seq). */
+		if (!(st = store_stmt(db, STMT_PREV_MATERIALIZE)))
+			return db->err.code;
+		sqlite3_bind_int64(st, 1, author);
+		sqlite3_bind_int64(st, 2, (sqlite3_int64)ev->seq + 1);
+		sqlite3_bind_blob(st, 3, same_id.bytes, 32, SQLITE_STATIC);
+		rc = sqlite3_step(st);
+		sqlite3_reset(st);
+		if (rc != SQLITE_DONE)
+			return store_sqlite_error(db, rc, "recording a forked chain");
+	}
 
 	if (!(st = store_stmt(db, STMT_EVENT_INSERT)))
 		return db->err.code;
 	sqlite3_bind_blob(st, 1, ev->id.bytes, 32, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 2, author);
 	sqlite3_bind_int64(st, 3, (sqlite3_int64)ev->seq);
-	if (ev->seq > 1)
+	if (ev->seq > 1 && !(before == 1 && before_links))
 		sqlite3_bind_blob(st, 4, ev->prev.bytes, 32, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 5, (sqlite3_int64)ev->hlc);
 	sqlite3_bind_int64(st, 6, scope);
-	sqlite3_bind_text(st, 7, ev->kind, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 7, kind);
 	if (ev->idem[0])
 		sqlite3_bind_text(st, 8, ev->idem, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 9, ev->payload_len);
-	sqlite3_bind_blob(st, 10, ev->payload_hash, 32, SQLITE_STATIC);
+	if (!ev->payload) {
+		/* Erased: what the header needs can no longer be re-derived. */
+		sqlite3_bind_int64(st, 9, ev->payload_len);
+		sqlite3_bind_blob(st, 10, ev->payload_hash, 32, SQLITE_STATIC);
+	}
 	sqlite3_bind_blob(st, 11, ev->sig, 64, SQLITE_STATIC);
 	if (ev->payload && ev->payload_len)
 		sqlite3_bind_blob(st, 12, ev->payload, (int)ev->payload_len, SQLITE_STATIC);
@@ -270,7 +305,9 @@ int store_insert_event(weft_db *db, const struct weft_event *ev,
 	sqlite3_clear_bindings(st);
 	if (rc != SQLITE_DONE)
 		return store_sqlite_error(db, rc, "storing an event");
-	return project_event(db, ev, sqlite3_last_insert_rowid(db->sql), scope);
+	int64_t n = sqlite3_last_insert_rowid(db->sql);
+	/* A new event is stored: (scope, ev->hlc, ev->id) joins the log. */
+	return project_event(db, ev, n, scope);
 }
 
 int store_commit_events(weft_db *db)
@@ -323,22 +360,28 @@ int store_row_event(struct weft_event **out, weft_db *db, sqlite3_stmt *st)
 	f.version = EVENT_FORMAT_VERSION;
 	int bad = blob_col(st, 0, f.id.bytes, 32) || blob_col(st, 1, f.author, 32);
 	f.seq = (uint64_t)sqlite3_column_int64(st, 2);
-	if (sqlite3_column_type(st, 3) != SQLITE_NULL)
+	if (f.seq > 1)
 		bad |= blob_col(st, 3, f.prev.bytes, 32);
 	f.hlc = (uint64_t)sqlite3_column_int64(st, 4);
 	bad |= text_col(st, 5, f.scope, WEFT_SCOPE_MAX, 0);
 	bad |= text_col(st, 6, f.kind, WEFT_KIND_MAX, 0);
 	bad |= text_col(st, 7, f.idem, WEFT_IDEM_KEY_MAX, 1);
-	sqlite3_int64 plen = sqlite3_column_int64(st, 8);
-	bad |= plen < 0 || plen > WEFT_PAYLOAD_HARD_MAX;
-	f.payload_len = (uint32_t)plen;
-	bad |= blob_col(st, 9, f.payload_hash, 32) || blob_col(st, 10, f.sig, 64);
+	bad |= blob_col(st, 10, f.sig, 64);
 	const void *payload = NULL;
 	if (sqlite3_column_type(st, 11) != SQLITE_NULL) {
+		/* Present: its length and hash are re-derived. */
 		payload = sqlite3_column_blob(st, 11);
 		if (!payload)
 			payload = "";
-		bad |= (sqlite3_int64)sqlite3_column_bytes(st, 11) != plen;
+		int plen = sqlite3_column_bytes(st, 11);
+		bad |= plen < 0 || (unsigned)plen > WEFT_PAYLOAD_HARD_MAX;
+		f.payload_len = (uint32_t)plen;
+		crypto_generichash(f.payload_hash, 32, payload, f.payload_len, NULL, 0);
+	} else {
+		sqlite3_int64 plen = sqlite3_column_int64(st, 8);
+		bad |= sqlite3_column_type(st, 8) != SQLITE_INTEGER || plen < 0 || plen > WEFT_PAYLOAD_HARD_MAX;
+		f.payload_len = (uint32_t)plen;
+		bad |= blob_col(st, 9, f.payload_hash, 32);
 	}
 	if (bad) {
 		char h[16];
@@ -348,15 +391,62 @@ int store_row_event(struct weft_event **out, weft_db *db, sqlite3_stmt *st)
 	return codec_event_assemble(out, &f, payload, &db->err);
 }
 
+typedef struct scan_item {
+	uint64_t hlc;
+	unsigned char id[32];
+} scan_item;
+
+static int scan_item_cmp(const void *a, const void *b)
+{
+	return memcmp(((const scan_item *)a)->id, ((const scan_item *)b)->id, 32);
+}
+
+/* Items with equal stamps, gathered to be handed out in id order. */
+typedef struct scan_ties {
+	scan_item *v;
+	size_t n, cap;
+	scan_item small[16];
+} scan_ties;
+
+static int ties_flush(scan_ties *t, store_item_cb cb, void *payload)
+{
+	if (t->n > 1)
+		qsort(t->v, t->n, sizeof(*t->v), scan_item_cmp);
+	int out = 0;
+	for (size_t i = 0; i < t->n && !out; i++)
+		out = cb(payload, t->v[i].hlc, t->v[i].id);
+	t->n = 0;
+	return out;
+}
+
+static int ties_push(scan_ties *t, uint64_t hlc, const void *id)
+{
+	if (t->n == t->cap) {
+		size_t cap = t->cap * 2;
+		scan_item *v = t->v == t->small ? weft__malloc(cap * sizeof(*v)) : weft__realloc(t->v, cap * sizeof(*v));
+		if (!v)
+			return -1;
+		if (t->v == t->small)
+			memcpy(v, t->small, sizeof(t->small));
+		t->v = v;
+		t->cap = cap;
+	}
+	t->v[t->n].hlc = hlc;
+	memcpy(t->v[t->n].id, id, 32);
+	t->n++;
+	return 0;
+}
+
 int store_scan_items(weft_db *db, const char *const *scopes, size_t n, uint64_t hlc_lo, uint64_t hlc_hi,
                      store_item_cb cb, void *payload)
 {
 	sqlite3_stmt *st;
-	/* Scopes as a JSON array keep one statement for any number of them. */
+	/* Scopes as a JSON array keep one statement for any number of them.
+	 * The time index orders by hlc alone: ties are ordered here. */
 	const char *sql = scopes
 		? "SELECT e.hlc, e.id FROM weft_event e WHERE e.hlc >= ?2 AND e.hlc <= ?3 AND e.scope IN "
-		  "(SELECT ref FROM weft_scope WHERE name IN (SELECT value FROM json_each(?1))) ORDER BY e.hlc, e.id"
-		: "SELECT hlc, id FROM weft_event WHERE hlc >= ?2 AND hlc <= ?3 ORDER BY hlc, id";
+		  "(SELECT ref FROM weft_scope WHERE name IN (SELECT value FROM json_each(?1))) ORDER BY e.hlc"
+		: "SELECT hlc, id FROM weft_event WHERE hlc >= ?2 AND hlc <= ?3 ORDER BY hlc";
 	int rc = sqlite3_prepare_v2(db->sql, sql, -1, &st, NULL);
 	if (rc != SQLITE_OK)
 		return store_sqlite_error(db, rc, "listing events to reconcile");
@@ -383,18 +473,31 @@ int store_scan_items(weft_db *db, const char *const *scopes, size_t n, uint64_t 
 	/* Stamps keep their top bit clear, so both bounds fit an int64. */
 	sqlite3_bind_int64(st, 2, (sqlite3_int64)(hlc_lo > INT64_MAX ? INT64_MAX : hlc_lo));
 	sqlite3_bind_int64(st, 3, (sqlite3_int64)(hlc_hi > INT64_MAX ? INT64_MAX : hlc_hi));
+	scan_ties t;
+	t.v = t.small;
+	t.n = 0;
+	t.cap = sizeof(t.small) / sizeof(t.small[0]);
 	int out = WEFT_OK;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		if (sqlite3_column_bytes(st, 1) != 32) {
+		uint64_t hlc = (uint64_t)sqlite3_column_int64(st, 0);
+		const void *id = sqlite3_column_blob(st, 1);
+		if (sqlite3_column_bytes(st, 1) != 32 || !id) {
 			out = err_set(&db->err, WEFT_ECORRUPT, "a stored event id is malformed; run `weft verify`");
 			break;
 		}
-		out = cb(payload, (uint64_t)sqlite3_column_int64(st, 0), sqlite3_column_blob(st, 1));
-		if (out)
+		if (t.n && t.v[0].hlc != hlc && (out = ties_flush(&t, cb, payload)) != 0)
 			break;
+		if (ties_push(&t, hlc, id) < 0) {
+			out = err_set(&db->err, WEFT_ENOMEM, "out of memory listing events");
+			break;
+		}
 	}
 	if (out == WEFT_OK && rc != SQLITE_DONE)
 		out = store_sqlite_error(db, rc, "listing events to reconcile");
+	if (out == WEFT_OK)
+		out = ties_flush(&t, cb, payload);
+	if (t.v != t.small)
+		weft__free(t.v);
 	sqlite3_finalize(st);
 	weft__free(json);
 	return out;

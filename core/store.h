@@ -21,12 +21,17 @@ enum store_stmt {
 	STMT_AUTHOR_FLAG_FORK,
 	STMT_SCOPE_REF,
 	STMT_SCOPE_INSERT,
+	STMT_KIND_REF,
+	STMT_KIND_INSERT,
 	STMT_EVENT_BY_ID_EXISTS,
+	STMT_EVENT_AT_EXISTS,
+	STMT_PREV_MATERIALIZE,
 	STMT_EVENT_SAME_SEQ,
 	STMT_EVENT_INSERT,
 	STMT_EVENT_GET,
 	STMT_IDEM_LOOKUP,
 	STMT_OWN_HEAD,
+	STMT_DATA_VERSION,
 	STMT_META_GET,
 	STMT_META_SET,
 	STMT_HLC_MAX,
@@ -56,6 +61,12 @@ struct weft_db {
 	void *clock_payload;
 	sqlite3_stmt *stmts[STMT__COUNT];
 	int64_t self_ref; /* weft_author.ref of this device */
+	/* This device's chain head, valid while PRAGMA data_version is own_dv
+	 * (no other connection wrote since); store_rollback clears it. */
+	int own_valid;
+	int64_t own_dv;
+	uint64_t own_seq;
+	weft_id own_id;
 	weft_err err;
 	/* Derived tables (core/project.c). */
 	struct schema *schema; /* current declared schema, or NULL */
@@ -112,14 +123,29 @@ int store_scan_items(weft_db *db, const char *const *scopes, size_t n, uint64_t 
 int store_list_scopes(weft_db *db, char ***out, size_t *n, size_t max);
 /* 1 if the event is stored, 0 if not, negative on error. */
 int store_has_event(weft_db *db, const unsigned char id[32]);
+/*
+ * Event rows (core/db.c schema_v1). An event is found by id through an
+ * index on its first 8 bytes (STORE_ID_PREFIX, then the full id compared);
+ * kind is interned like scope; prev is NULL when it is the id of the
+ * author's only stored event at seq - 1; payload_len and payload_hash are
+ * NULL while the payload is present (re-derived on read).
+ */
+#define STORE_ID_PREFIX(x) "substr(" x ", 1, 8)"
+/* A condition on weft_event e: the event whose id is the blob parameter p. */
+#define STORE_EVENT_ID_IS(p) STORE_ID_PREFIX("e.id") " = " STORE_ID_PREFIX(p) " AND e.id = " p
+/* A condition on weft_event e: its kind is the string literal k. */
+#define STORE_EVENT_KIND_IS(k) "e.kind = (SELECT ref FROM weft_kind WHERE name = '" k "')"
 /* Reads the event at the current row of a statement whose columns are
- * STORE_EVENT_COLUMNS, re-deriving and checking its encoding. */
+ * STORE_EVENT_COLUMNS (from STORE_EVENT_FROM), re-deriving and checking
+ * its encoding. */
 #define STORE_EVENT_COLUMNS                                                  \
-	"e.id, a.pk, e.seq, e.prev, e.hlc, s.name, e.kind, e.idem, "          \
-	"e.payload_len, e.payload_hash, e.sig, e.payload"
+	"e.id, a.pk, e.seq, coalesce(e.prev, (SELECT p.id FROM weft_event p " \
+	"WHERE p.author = e.author AND p.seq = e.seq - 1)), e.hlc, s.name, "  \
+	"k.name, e.idem, e.payload_len, e.payload_hash, e.sig, e.payload"
 #define STORE_EVENT_FROM                                                     \
-	" FROM weft_event e JOIN weft_author a ON a.ref = e.author "          \
-	"JOIN weft_scope s ON s.ref = e.scope "
+	" FROM weft_event e LEFT JOIN weft_author a ON a.ref = e.author "     \
+	"LEFT JOIN weft_scope s ON s.ref = e.scope "                          \
+	"LEFT JOIN weft_kind k ON k.ref = e.kind "
 int store_row_event(struct weft_event **out, weft_db *db, sqlite3_stmt *st);
 
 #endif

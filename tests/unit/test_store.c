@@ -426,12 +426,14 @@ static void test_store_verify_names_a_tampered_event(void **state)
 
 	/* A changed header field breaks the id; a swapped signature breaks
 	 * the signature check. */
-	tamper(tu_path(f->dir, "a.db"), "UPDATE weft_event SET payload = X'616263', kind = 'other' WHERE seq = 2");
+	tamper(tu_path(f->dir, "a.db"), "INSERT INTO weft_kind(name) VALUES ('other'); UPDATE weft_event SET "
+	       "payload = X'616263', kind = (SELECT ref FROM weft_kind WHERE name = 'other') WHERE seq = 2");
 	a = tu_open(f->dir, "a.db", &f->clock, 1);
 	tu_expect(a, weft_db_verify(&r, a, NULL, NULL), WEFT_ECORRUPT);
 	assert_memory_equal(r.first_bad.bytes, ids[1].bytes, 32);
 	weft_db_close(a);
-	tamper(tu_path(f->dir, "a.db"), "UPDATE weft_event SET kind = 'note' WHERE seq = 2; "
+	tamper(tu_path(f->dir, "a.db"), "UPDATE weft_event SET kind = (SELECT ref FROM weft_kind WHERE name = 'note') "
+	       "WHERE seq = 2; "
 	       "UPDATE weft_event SET sig = (SELECT sig FROM weft_event WHERE seq = 1) WHERE seq = 3");
 	a = tu_open(f->dir, "a.db", &f->clock, 1);
 	tu_expect(a, weft_db_verify(&r, a, NULL, NULL), WEFT_ECORRUPT);
