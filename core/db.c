@@ -18,7 +18,7 @@ static const char schema_v1[] =
 	"  forked INTEGER NOT NULL DEFAULT 0);"
 	"CREATE TABLE weft_scope(ref INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);"
 	"CREATE TABLE weft_kind(ref INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);"
-	/* Layout (docs/FORMAT.md, "5. The store"): what can be re-derived is
+	/* Layout: docs/FORMAT.md section 5. What can be re-derived is
 	 * not stored; the id is found through its first 8 bytes. */
 	"CREATE TABLE weft_event("
 	"  n INTEGER PRIMARY KEY,"          /* local arrival order */

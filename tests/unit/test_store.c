@@ -551,6 +551,199 @@ static void test_store_iterates_in_time_order_with_filters(void **state)
 	weft_db_close(a);
 }
 
+static int raw_int(const char *path, const char *sql)
+{
+	sqlite3 *s;
+	sqlite3_stmt *st;
+	assert_int_equal(sqlite3_open(path, &s), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(s, sql, -1, &st, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	int v = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	sqlite3_close(s);
+	return v;
+}
+
+typedef struct items {
+	int n;
+	uint64_t hlc[8];
+	unsigned char id[8][32];
+} items;
+
+static int collect_item(void *p, uint64_t hlc, const unsigned char id[32])
+{
+	items *it = p;
+	if (it->n < 8) {
+		it->hlc[it->n] = hlc;
+		memcpy(it->id[it->n], id, 32);
+	}
+	it->n++;
+	return 0;
+}
+
+/* Ids are found through their first 8 bytes: a row sharing them (here
+ * planted by hand, as a crafted collision would) must not be taken for
+ * the event, nor hide it. */
+static void test_store_tells_apart_ids_sharing_a_prefix(void **state)
+{
+	fixture *f = *state;
+	weft_db *a = tu_open(f->dir, "a.db", &f->clock, 1);
+	weft_id ids[2], decoy, absent;
+	tu_ok(a, weft_db_append(&ids[0], a, "home", "note", NULL, "one", 3));
+	tu_ok(a, weft_db_append(&ids[1], a, "home", "note", NULL, "two", 3));
+	size_t len;
+	unsigned char *e0 = encoded(a, &ids[0], &len);
+	weft_db_close(a);
+	decoy = ids[0];
+	memset(decoy.bytes + 8, ids[0].bytes[8] ^ 0xff, 24);
+	absent = ids[0];
+	memset(absent.bytes + 8, 0x5a, 24);
+	if (memcmp(absent.bytes, ids[0].bytes, 32) == 0)
+		absent.bytes[31] ^= 1;
+	/* The decoy: another event's row under a colliding id, at the same stamp. */
+	sqlite3 *s;
+	sqlite3_stmt *st;
+	assert_int_equal(sqlite3_open(tu_path(f->dir, "a.db"), &s), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(s, "INSERT INTO weft_event(id, author, seq, hlc, scope, kind, sig, payload, prev) "
+	                                    "SELECT ?1, author, 7, (SELECT hlc FROM weft_event WHERE seq = 1), scope, kind, "
+	                                    "sig, payload, zeroblob(32) FROM weft_event WHERE seq = 2", -1, &st, NULL),
+	                 SQLITE_OK);
+	sqlite3_bind_blob(st, 1, decoy.bytes, 32, SQLITE_STATIC);
+	assert_int_equal(sqlite3_step(st), SQLITE_DONE);
+	sqlite3_finalize(st);
+	sqlite3_close(s);
+
+	a = tu_open(f->dir, "a.db", &f->clock, 1);
+	weft_event *ev;
+	tu_ok(a, weft_db_get(&ev, a, &ids[0]));
+	assert_memory_equal(weft_event_id(ev)->bytes, ids[0].bytes, 32);
+	assert_int_equal(weft_event_seq(ev), 1);
+	weft_event_free(ev);
+	tu_expect(a, weft_db_get(&ev, a, &absent), WEFT_ENOTFOUND);
+	assert_int_equal(store_has_event(a, ids[0].bytes), 1);
+	assert_int_equal(store_has_event(a, absent.bytes), 0);
+	/* The real event is still a duplicate of itself. */
+	weft_ingest_status ist;
+	tu_ok(a, weft_db_ingest(&ist, a, e0, len));
+	assert_int_equal(ist, WEFT_INGEST_DUPLICATE);
+	/* Equal stamps are listed in id order. */
+	items it;
+	memset(&it, 0, sizeof(it));
+	tu_ok(a, store_scan_items(a, NULL, 0, STORE_HLC_ALL_LO, STORE_HLC_ALL_HI, collect_item, &it));
+	assert_int_equal(it.n, 3);
+	assert_true(it.hlc[0] == it.hlc[1] && it.hlc[1] < it.hlc[2]);
+	assert_true(memcmp(it.id[0], it.id[1], 32) < 0);
+	assert_memory_equal(it.id[ids[0].bytes[8] < decoy.bytes[8] ? 0 : 1], ids[0].bytes, 32);
+	/* The decoy itself does not hash to its id: verify names it. */
+	weft_verify_report r;
+	tu_expect(a, weft_db_verify(&r, a, NULL, NULL), WEFT_ECORRUPT);
+	assert_int_equal(r.bad, 1);
+	assert_memory_equal(r.first_bad.bytes, decoy.bytes, 32);
+	free(e0);
+	weft_db_close(a);
+}
+
+/* prev is not stored while it is the id of the author's only event at
+ * seq - 1; a second event there (a fork) makes successors store it. */
+static void test_store_keeps_links_when_a_fork_arrives_below(void **state)
+{
+	fixture *f = *state;
+	weft_db *b = tu_open(f->dir, "b.db", &f->clock, 2);
+	uint64_t t = (f->clock.now_ms - 1000) << 16;
+	weft_id first, x, y, z;
+	size_t l1, l2, l3, l4;
+	unsigned char *e1 = forge(&l1, 7, 1, NULL, t, "genesis", &first);
+	unsigned char *e2 = forge(&l2, 7, 2, &first, t + 1, "left", &x);
+	unsigned char *e3 = forge(&l3, 7, 3, &x, t + 2, "after left", &z);
+	unsigned char *e4 = forge(&l4, 7, 2, &first, t + 3, "right", &y);
+	weft_ingest_status st;
+	tu_ok(b, weft_db_ingest(&st, b, e1, l1));
+	tu_ok(b, weft_db_ingest(&st, b, e2, l2));
+	tu_ok(b, weft_db_ingest(&st, b, e3, l3));
+	assert_int_equal(st, WEFT_INGEST_NEW);
+	const char *path = tu_path(f->dir, "b.db");
+	assert_int_equal(raw_int(path, "SELECT count(*) FROM weft_event WHERE prev IS NULL"), 3);
+	tu_ok(b, weft_db_ingest(&st, b, e4, l4));
+	assert_int_equal(st, WEFT_INGEST_FORK);
+	assert_int_equal(raw_int(path, "SELECT prev IS NULL FROM weft_event WHERE seq = 3"), 0);
+	weft_event *ev;
+	tu_ok(b, weft_db_get(&ev, b, &z));
+	assert_memory_equal(weft_event_prev(ev)->bytes, x.bytes, 32);
+	size_t len;
+	const void *bytes = weft_event_bytes(ev, &len);
+	assert_int_equal(len, l3);
+	assert_memory_equal(bytes, e3, l3);
+	weft_event_free(ev);
+	tu_ok(b, weft_db_get(&ev, b, &y));
+	assert_memory_equal(weft_event_prev(ev)->bytes, first.bytes, 32);
+	weft_event_free(ev);
+	weft_verify_report r;
+	tu_ok(b, weft_db_verify(&r, b, NULL, NULL));
+	assert_int_equal(r.bad, 0);
+	assert_int_equal(r.forks, 1);
+	assert_int_equal(r.broken_links, 0);
+	free(e1), free(e2), free(e3), free(e4);
+	weft_db_close(b);
+}
+
+/* An erased event (payload flag 0) keeps what its header needs. */
+static void test_store_keeps_erased_events_readable(void **state)
+{
+	fixture *f = *state;
+	weft_db *a = tu_open(f->dir, "a.db", &f->clock, 1);
+	weft_db *b = tu_open(f->dir, "b.db", &f->clock, 2);
+	weft_id id;
+	tu_ok(a, weft_db_append(&id, a, "home", "note", NULL, "secret", 6));
+	size_t len;
+	unsigned char *e = encoded(a, &id, &len);
+	e[len - 6 - 1] = 0; /* the payload flag; the payload goes */
+	weft_ingest_status st;
+	tu_ok(b, weft_db_ingest(&st, b, e, len - 6));
+	assert_int_equal(st, WEFT_INGEST_NEW);
+	weft_event *ev;
+	tu_ok(b, weft_db_get(&ev, b, &id));
+	size_t plen;
+	assert_null(weft_event_payload(ev, &plen));
+	assert_int_equal(plen, 6);
+	size_t elen;
+	const void *bytes = weft_event_bytes(ev, &elen);
+	assert_int_equal(elen, len - 6);
+	assert_memory_equal(bytes, e, len - 6);
+	weft_event_free(ev);
+	tu_ok(b, weft_db_verify(NULL, b, NULL, NULL));
+	free(e);
+	weft_db_close(a);
+	weft_db_close(b);
+}
+
+/* The chain head is cached per handle; another handle's appends must not
+ * make this one reuse a sequence number (an own fork). */
+static void test_store_two_handles_append_one_chain(void **state)
+{
+	fixture *f = *state;
+	weft_db *a = tu_open(f->dir, "a.db", &f->clock, 1);
+	weft_db *a2 = tu_open(f->dir, "a.db", &f->clock, 1);
+	weft_id id;
+	for (int i = 0; i < 6; i++)
+		tu_ok(a, weft_db_append(&id, i % 3 == 1 ? a2 : a, "home", "note", NULL, "p", 1));
+	tu_expect(a, weft_db_append(&id, a, "home", "note", "k", "p", 1), WEFT_OK);
+	tu_expect(a, weft_db_append(&id, a, "home", "note", "k", "p", 1), WEFT_DUPLICATE);
+	tu_ok(a2, weft_db_append(&id, a2, "home", "note", NULL, "p", 1));
+	weft_event *ev;
+	tu_ok(a, weft_db_get(&ev, a, &id));
+	assert_int_equal(weft_event_seq(ev), 8);
+	weft_event_free(ev);
+	weft_db_stats s;
+	tu_ok(a, weft_db_stats_get(&s, a));
+	assert_int_equal(s.forked_authors, 0);
+	assert_int_equal(s.own_events, 8);
+	weft_verify_report r;
+	tu_ok(a, weft_db_verify(&r, a, NULL, NULL));
+	assert_int_equal(r.forks, 0);
+	weft_db_close(a2);
+	weft_db_close(a);
+}
+
 static void test_store_survives_allocation_failures(void **state)
 {
 	fixture *f = *state;
@@ -598,6 +791,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_store_refuses_events_from_the_future, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_restored_device_continues_its_chain, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_verify_names_a_tampered_event, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_tells_apart_ids_sharing_a_prefix, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_keeps_links_when_a_fork_arrives_below, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_keeps_erased_events_readable, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_two_handles_append_one_chain, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_verify_reports_progress_and_can_stop, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_refuses_newer_schema_and_foreign_files, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_new_files_are_private, setup, teardown),
