@@ -4,13 +4,23 @@
 # batches like weft builds them; prints bytes per event beyond the payload,
 # per layout and per b-tree (dbstat).
 #   python3 bench/layouts.py build/bench/bench-work/cache/log-v1-100000-S.db
-import atexit, os, shutil, sqlite3, struct, sys, tempfile
+import atexit, hashlib, os, shutil, sqlite3, struct, sys, tempfile
 src = sys.argv[1]
 work = tempfile.mkdtemp(prefix="weft-layouts-")
 atexit.register(shutil.rmtree, work, True)
 s = sqlite3.connect(src)
-rows = s.execute("SELECT e.n, e.id, e.author, e.seq, e.prev, e.hlc, e.scope, e.kind, e.idem, e.payload_len, "
-                 "e.payload_hash, e.sig, e.payload FROM weft_event e ORDER BY e.n").fetchall()
+if s.execute("SELECT 1 FROM sqlite_schema WHERE name = 'weft_kind'").fetchone():
+    # Layout L6 (core/db.c since the target 8 change): prev, payload_len,
+    # payload_hash re-derived, kind interned.
+    rows = s.execute("SELECT e.n, e.id, e.author, e.seq, coalesce(e.prev, (SELECT p.id FROM weft_event p "
+                     "WHERE p.author = e.author AND p.seq = e.seq - 1)), e.hlc, e.scope, k.name, e.idem, "
+                     "coalesce(e.payload_len, length(e.payload)), e.payload_hash, e.sig, e.payload "
+                     "FROM weft_event e JOIN weft_kind k ON k.ref = e.kind ORDER BY e.n").fetchall()
+    rows = [r[:10] + ((r[10] if r[10] is not None else hashlib.blake2b(r[12], digest_size=32).digest()),) + r[11:]
+            for r in rows]
+else:
+    rows = s.execute("SELECT e.n, e.id, e.author, e.seq, e.prev, e.hlc, e.scope, e.kind, e.idem, e.payload_len, "
+                     "e.payload_hash, e.sig, e.payload FROM weft_event e ORDER BY e.n").fetchall()
 N = len(rows)
 payload = sum(len(r[12]) for r in rows) / N
 kinds = {}
@@ -82,3 +92,31 @@ layout("L5", """CREATE TABLE e(n INTEGER PRIMARY KEY, idp INTEGER NOT NULL, auth
   CREATE INDEX e_time ON e(hlc); CREATE INDEX e_idp ON e(idp);""",
   lambda r: [("INSERT INTO e VALUES (?,?,?,?,?,?,?,?,?,NULL,NULL,NULL,?)",
               (r[0], idp(r[1]), r[2], r[3], r[5], r[6], kind_ref(r[7]), r[11], r[12], r[8]))])
+# L6: what core/db.c implements: L1 with the id in the row found through an index on
+# its first 8 bytes, time index on hlc only, the (author, seq) index kept (prev is
+# re-derived through it; fork detection uses it).
+layout("L6", """CREATE TABLE e(n INTEGER PRIMARY KEY, id BLOB NOT NULL, author INTEGER NOT NULL,
+  seq INTEGER NOT NULL, hlc INTEGER NOT NULL, scope INTEGER NOT NULL, kind INTEGER NOT NULL, sig BLOB NOT NULL,
+  payload BLOB, prev BLOB, payload_len INTEGER, payload_hash BLOB, idem TEXT);
+  CREATE INDEX e_idp ON e(substr(id, 1, 8)); CREATE INDEX e_time ON e(hlc); CREATE INDEX e_chain ON e(author, seq);""",
+  lambda r: [("INSERT INTO e VALUES (?,?,?,?,?,?,?,?,?,NULL,NULL,NULL,?)",
+              (r[0], r[1], r[2], r[3], r[5], r[6], kind_ref(r[7]), r[11], r[12], r[8]))])
+# L7: L5 made readable. L5 stores neither the id nor prev, but the id is the hash of a
+# header holding prev, the previous event's id: re-deriving one id needs the whole
+# chain below it. L7 bounds that walk: each row links to its predecessor's row by
+# n delta and every 32nd event of a chain stores prev in full (a walk reads up to 31
+# rows and hashes as many headers and payloads).
+pos = {}
+def c7(r):
+    n, author, seq = r[0], r[2], r[3]
+    pos[(author, seq)] = n
+    pn = pos.get((author, seq - 1))
+    link, prev = (n - pn, None) if pn is not None else (None, r[4])
+    if seq % 32 == 0 and seq > 1:
+        prev = r[4]
+    return [("INSERT INTO e VALUES (?,?,?,?,?,?,?,?,?,?,?,NULL,NULL,?)",
+             (n, idp(r[1]), author, seq, r[5], r[6], kind_ref(r[7]), r[11], r[12], link, prev, r[8]))]
+layout("L7", """CREATE TABLE e(n INTEGER PRIMARY KEY, idp INTEGER NOT NULL, author INTEGER NOT NULL,
+  seq INTEGER NOT NULL, hlc INTEGER NOT NULL, scope INTEGER NOT NULL, kind INTEGER NOT NULL, sig BLOB NOT NULL,
+  payload BLOB, link INTEGER, prev BLOB, payload_len INTEGER, payload_hash BLOB, idem TEXT);
+  CREATE INDEX e_time ON e(hlc); CREATE INDEX e_idp ON e(idp);""", c7)

@@ -144,6 +144,7 @@ void store_rollback(weft_db *db)
 {
 	db->txn_changes = 0;
 	db->own_valid = 0;
+	memset(db->refs, 0, sizeof(db->refs));
 	if (!sqlite3_get_autocommit(db->sql))
 		sqlite3_exec(db->sql, "ROLLBACK", NULL, NULL, NULL);
 }
@@ -168,33 +169,49 @@ int store_hlc_get(weft_db *db, uint64_t *hlc)
 	return rc == SQLITE_ROW || rc == SQLITE_DONE ? WEFT_OK : store_sqlite_error(db, rc, "reading the clock");
 }
 
-/* The integer reference of a key or name, created on first use. */
-static int intern(weft_db *db, int64_t *ref, enum store_stmt get, enum store_stmt put,
-                  const void *val, int len, int is_blob)
+/* The integer reference of a key or name, created on first use; recent
+ * ones are remembered (store_rollback forgets them: refs created by a
+ * rolled-back transaction may be handed out again). */
+static int intern(weft_db *db, int64_t *ref, int which, const void *val, int is_blob)
 {
-	for (int attempt = 0; attempt < 2; attempt++) {
-		sqlite3_stmt *st = store_stmt(db, attempt ? put : get);
+	static const enum store_stmt get[3] = {STMT_AUTHOR_REF, STMT_SCOPE_REF, STMT_KIND_REF};
+	static const enum store_stmt put[3] = {STMT_AUTHOR_INSERT, STMT_SCOPE_INSERT, STMT_KIND_INSERT};
+	store_ref_cache *c = db->refs[which];
+	size_t len = is_blob ? 32 : strlen(val);
+	for (int i = 0; i < STORE_REF_CACHE; i++) {
+		if (c[i].ref && c[i].len == len && len <= sizeof(c->key) && memcmp(c[i].key, val, len) == 0) {
+			*ref = c[i].ref;
+			return WEFT_OK;
+		}
+	}
+	*ref = 0;
+	for (int attempt = 0; attempt < 2 && !*ref; attempt++) {
+		sqlite3_stmt *st = store_stmt(db, attempt ? put[which] : get[which]);
 		if (!st)
 			return db->err.code;
 		if (is_blob)
-			sqlite3_bind_blob(st, 1, val, len, SQLITE_STATIC);
+			sqlite3_bind_blob(st, 1, val, (int)len, SQLITE_STATIC);
 		else
-			sqlite3_bind_text(st, 1, val, len, SQLITE_STATIC);
+			sqlite3_bind_text(st, 1, val, (int)len, SQLITE_STATIC);
 		int rc = sqlite3_step(st);
-		if (!attempt && rc == SQLITE_ROW) {
+		if (!attempt && rc == SQLITE_ROW)
 			*ref = sqlite3_column_int64(st, 0);
-			sqlite3_reset(st);
-			return WEFT_OK;
-		}
 		sqlite3_reset(st);
-		if (attempt && rc == SQLITE_DONE) {
+		if (attempt && rc == SQLITE_DONE)
 			*ref = sqlite3_last_insert_rowid(db->sql);
-			return WEFT_OK;
-		}
-		if (rc != SQLITE_DONE)
-			return store_sqlite_error(db, rc, "recording an author or scope");
+		else if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+			return store_sqlite_error(db, rc, "recording an author, scope or kind");
 	}
-	return WEFT_ERROR; /* not reached */
+	if (*ref <= 0)
+		return err_set(&db->err, WEFT_ECORRUPT, "an author, scope or kind has an invalid reference in the store; "
+		               "run `weft verify`");
+	if (len > sizeof(c->key))
+		return WEFT_OK;
+	store_ref_cache *slot = &c[db->refs_next[which]++ % STORE_REF_CACHE];
+	slot->ref = *ref;
+	slot->len = len;
+	memcpy(slot->key, val, len);
+	return WEFT_OK;
 }
 
 int store_insert_event(weft_db *db, const struct weft_event *ev,
@@ -215,9 +232,8 @@ int store_insert_event(weft_db *db, const struct weft_event *ev,
 		return store_sqlite_error(db, rc, "looking up an event");
 
 	int64_t author, scope, kind;
-	if ((rc = intern(db, &author, STMT_AUTHOR_REF, STMT_AUTHOR_INSERT, ev->author, 32, 1)) < 0 ||
-	    (rc = intern(db, &scope, STMT_SCOPE_REF, STMT_SCOPE_INSERT, ev->scope, -1, 0)) < 0 ||
-	    (rc = intern(db, &kind, STMT_KIND_REF, STMT_KIND_INSERT, ev->kind, -1, 0)) < 0)
+	if ((rc = intern(db, &author, 0, ev->author, 1)) < 0 || (rc = intern(db, &scope, 1, ev->scope, 0)) < 0 ||
+	    (rc = intern(db, &kind, 2, ev->kind, 0)) < 0)
 		return rc;
 	if (memcmp(ev->author, db->id.pk, 32) == 0)
 		db->own_valid = 0; /* own events may come back from a peer */

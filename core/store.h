@@ -50,6 +50,14 @@ enum store_stmt {
 	STMT__COUNT
 };
 
+/* A remembered author key, scope or kind name and its reference. */
+#define STORE_REF_CACHE 16
+typedef struct store_ref_cache {
+	int64_t ref; /* 0: empty */
+	size_t len;
+	unsigned char key[64]; /* longer keys are not remembered */
+} store_ref_cache;
+
 struct weft_db {
 	sqlite3 *sql;
 	char *path;
@@ -65,6 +73,8 @@ struct weft_db {
 	 * (no other connection wrote since); store_rollback clears it. */
 	int own_valid;
 	int64_t own_dv;
+	store_ref_cache refs[3][STORE_REF_CACHE]; /* authors, scopes, kinds */
+	unsigned refs_next[3];
 	uint64_t own_seq;
 	weft_id own_id;
 	weft_err err;
