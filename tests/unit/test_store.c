@@ -740,6 +740,15 @@ static void test_store_two_handles_append_one_chain(void **state)
 	weft_verify_report r;
 	tu_ok(a, weft_db_verify(&r, a, NULL, NULL));
 	assert_int_equal(r.forks, 0);
+	/* Own events arriving from a peer move the head too. */
+	weft_db *c = tu_open(f->dir, "c.db", &f->clock, 1);
+	tu_ok(c, weft_db_append(&id, c, "home", "note", NULL, "c", 1));
+	tu_ingest_all(c, a);
+	tu_ok(c, weft_db_append(&id, c, "home", "note", NULL, "c", 1));
+	tu_ok(c, weft_db_get(&ev, c, &id));
+	assert_int_equal(weft_event_seq(ev), 9);
+	weft_event_free(ev);
+	weft_db_close(c);
 	weft_db_close(a2);
 	weft_db_close(a);
 }
