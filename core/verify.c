@@ -1,7 +1,6 @@
 /* weft_db_verify: re-check every stored event, every chain link, count forks. */
 #include <string.h>
 
-
 #include "core/store.h"
 
 typedef struct verify_state {
