@@ -27,6 +27,7 @@ static const char *const stmt_sql[STMT__COUNT] = {
 	/* A second event at (author, seq - 1): successors stop deriving prev. */
 	[STMT_PREV_MATERIALIZE] =
 		"UPDATE weft_event SET prev = ?3 WHERE author = ?1 AND seq = ?2 AND prev IS NULL",
+	[STMT_EVENT_ID_AT] = "SELECT id FROM weft_event WHERE author = ?1 AND seq = ?2",
 	[STMT_EVENT_INSERT] =
 		"INSERT INTO weft_event(id, author, seq, prev, hlc, scope, kind, idem, "
 		"payload_len, payload_hash, sig, payload) "
@@ -145,6 +146,7 @@ void store_rollback(weft_db *db)
 	db->txn_changes = 0;
 	db->own_valid = 0;
 	memset(db->refs, 0, sizeof(db->refs));
+	memset(db->read_ids, 0, sizeof(db->read_ids));
 	if (!sqlite3_get_autocommit(db->sql))
 		sqlite3_exec(db->sql, "ROLLBACK", NULL, NULL, NULL);
 }
@@ -368,6 +370,33 @@ static int text_col(sqlite3_stmt *st, int col, char *dst, size_t max, int allow_
 	return 0;
 }
 
+static unsigned read_slot(int64_t author, uint64_t seq)
+{
+	return (unsigned)(((uint64_t)author * 0x9e3779b97f4a7c15u + seq) % 64);
+}
+
+/* A NULL prev is the id of the author's only stored event at seq - 1. */
+static int derived_prev(weft_db *db, int64_t author, uint64_t seq, weft_id *out)
+{
+	unsigned slot = read_slot(author, seq - 1);
+	if (db->read_ids[slot].author == author && db->read_ids[slot].seq == seq - 1) {
+		*out = db->read_ids[slot].id;
+		return 0;
+	}
+	sqlite3_stmt *st = store_stmt(db, STMT_EVENT_ID_AT);
+	if (!st)
+		return db->err.code;
+	sqlite3_bind_int64(st, 1, author);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)seq - 1);
+	/* Two would mean an altered store: a wrong one fails the header check. */
+	int rc = sqlite3_step(st);
+	int bad = rc != SQLITE_ROW || blob_col(st, 0, out->bytes, 32) < 0;
+	sqlite3_reset(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return store_sqlite_error(db, rc, "reading a chain link");
+	return bad; /* 1: malformed */
+}
+
 int store_row_event(struct weft_event **out, weft_db *db, sqlite3_stmt *st)
 {
 	struct weft_event f;
@@ -376,8 +405,15 @@ int store_row_event(struct weft_event **out, weft_db *db, sqlite3_stmt *st)
 	f.version = EVENT_FORMAT_VERSION;
 	int bad = blob_col(st, 0, f.id.bytes, 32) || blob_col(st, 1, f.author, 32);
 	f.seq = (uint64_t)sqlite3_column_int64(st, 2);
-	if (f.seq > 1)
+	int64_t author = sqlite3_column_int64(st, 12);
+	if (f.seq > 1 && sqlite3_column_type(st, 3) != SQLITE_NULL) {
 		bad |= blob_col(st, 3, f.prev.bytes, 32);
+	} else if (f.seq > 1 && !bad) {
+		int rc = derived_prev(db, author, f.seq, &f.prev);
+		if (rc < 0)
+			return rc;
+		bad |= rc;
+	}
 	f.hlc = (uint64_t)sqlite3_column_int64(st, 4);
 	bad |= text_col(st, 5, f.scope, WEFT_SCOPE_MAX, 0);
 	bad |= text_col(st, 6, f.kind, WEFT_KIND_MAX, 0);
@@ -404,7 +440,15 @@ int store_row_event(struct weft_event **out, weft_db *db, sqlite3_stmt *st)
 		return err_set(&db->err, WEFT_ECORRUPT, "stored event %s has a malformed column: the store was altered; "
 		               "run `weft verify` and restore from a peer", err_short_hex(h, f.id.bytes));
 	}
-	return codec_event_assemble(out, &f, payload, &db->err);
+	int rc = codec_event_assemble(out, &f, payload, &db->err);
+	if (rc == WEFT_OK) {
+		/* Checked against its header: the next event's prev, if derived. */
+		unsigned slot = read_slot(author, f.seq);
+		db->read_ids[slot].author = author;
+		db->read_ids[slot].seq = f.seq;
+		db->read_ids[slot].id = f.id;
+	}
+	return rc;
 }
 
 typedef struct scan_item {

@@ -26,6 +26,7 @@ enum store_stmt {
 	STMT_EVENT_BY_ID_EXISTS,
 	STMT_EVENT_AT_EXISTS,
 	STMT_PREV_MATERIALIZE,
+	STMT_EVENT_ID_AT,
 	STMT_EVENT_SAME_SEQ,
 	STMT_EVENT_INSERT,
 	STMT_EVENT_GET,
@@ -75,6 +76,13 @@ struct weft_db {
 	int64_t own_dv;
 	store_ref_cache refs[3][STORE_REF_CACHE]; /* authors, scopes, kinds */
 	unsigned refs_next[3];
+	/* Ids of events recently read, by (author ref, seq): the prev of the
+	 * author's next event when it is not stored (store_row_event). */
+	struct {
+		int64_t author; /* 0: empty */
+		uint64_t seq;
+		weft_id id;
+	} read_ids[64];
 	uint64_t own_seq;
 	weft_id own_id;
 	weft_err err;
@@ -149,9 +157,8 @@ int store_has_event(weft_db *db, const unsigned char id[32]);
  * STORE_EVENT_COLUMNS (from STORE_EVENT_FROM), re-deriving and checking
  * its encoding. */
 #define STORE_EVENT_COLUMNS                                                  \
-	"e.id, a.pk, e.seq, coalesce(e.prev, (SELECT p.id FROM weft_event p " \
-	"WHERE p.author = e.author AND p.seq = e.seq - 1)), e.hlc, s.name, "  \
-	"k.name, e.idem, e.payload_len, e.payload_hash, e.sig, e.payload"
+	"e.id, a.pk, e.seq, e.prev, e.hlc, s.name, k.name, e.idem, "          \
+	"e.payload_len, e.payload_hash, e.sig, e.payload, e.author"
 #define STORE_EVENT_FROM                                                     \
 	" FROM weft_event e LEFT JOIN weft_author a ON a.ref = e.author "     \
 	"LEFT JOIN weft_scope s ON s.ref = e.scope "                          \

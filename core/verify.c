@@ -58,7 +58,7 @@ int weft_db_verify(weft_verify_report *report, weft_db *db, weft_progress_cb cb,
 		return rc;
 	if ((rc = sqlite3_prepare_v2(db->sql, "SELECT id FROM weft_event WHERE author = ?1 AND seq = ?2",
 	                             -1, &vs.prev_of, NULL)) != SQLITE_OK ||
-	    (rc = sqlite3_prepare_v2(db->sql, "SELECT " STORE_EVENT_COLUMNS ", e.author" STORE_EVENT_FROM
+	    (rc = sqlite3_prepare_v2(db->sql, "SELECT " STORE_EVENT_COLUMNS STORE_EVENT_FROM
 	                             "ORDER BY e.n", -1, &st, NULL)) != SQLITE_OK) {
 		rc = store_sqlite_error(db, rc, "starting verification");
 		goto out;
