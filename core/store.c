@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/buckets.h"
 #include "core/hlc.h"
 #include "core/project.h"
 #include "platform/platform.h"
@@ -51,6 +52,9 @@ static const char *const stmt_sql[STMT__COUNT] = {
 	[STMT_TOUCHED_ADD] =
 		"INSERT INTO temp.weft_touched(tbl, pk, existed, old, event) VALUES (?1, ?2, ?3, ?4, ?5)",
 	[STMT_TOUCHED_EVENT] = "UPDATE temp.weft_touched SET event = ?3 WHERE tbl = ?1 AND pk = ?2",
+	[STMT_BUCKET_ADD] =
+		"INSERT INTO weft_neg_bucket(scope, cell, count, sum) VALUES (?1, ?2, 1, ?3) "
+		"ON CONFLICT(scope, cell) DO UPDATE SET count = count + 1, sum = weft_u256_add(sum, excluded.sum)",
 };
 
 int store_sqlite_error(weft_db *db, int rc, const char *doing)
@@ -270,6 +274,8 @@ int store_insert_event(weft_db *db, const struct weft_event *ev,
 	sqlite3_clear_bindings(st);
 	if (rc != SQLITE_DONE)
 		return store_sqlite_error(db, rc, "storing an event");
+	if ((rc = buckets_add(db, scope, ev->hlc, ev->id.bytes)) < 0)
+		return rc;
 	return project_event(db, ev, sqlite3_last_insert_rowid(db->sql), scope);
 }
 

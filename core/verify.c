@@ -3,6 +3,7 @@
 
 #include <sodium.h>
 
+#include "core/buckets.h"
 #include "core/store.h"
 
 typedef struct verify_state {
@@ -140,5 +141,7 @@ out:
 	sqlite3_finalize(st);
 	sqlite3_finalize(vs.prev_of);
 	sqlite3_exec(db->sql, "COMMIT", NULL, NULL, NULL);
+	if (rc == WEFT_OK)
+		rc = buckets_verify(db);
 	return rc;
 }
