@@ -28,6 +28,7 @@ struct neg_view {
 	uint64_t *lo, *pc;
 	uint8_t (*ps)[NEG_ID_BYTES];
 	size_t nseg, cap;
+	size_t seg_items; /* a segment closes at this many items */
 	/* building: the cell being summed */
 	uint64_t cell, cell_count;
 	uint8_t cell_sum[NEG_ID_BYTES];
@@ -43,6 +44,7 @@ int neg_view_new(neg_view **out, weft_db *db, const char *const *scopes, size_t 
 	if (!v)
 		return WEFT_ENOMEM;
 	v->db = db;
+	v->seg_items = NEG_VIEW_SEGMENT;
 	v->c[0].seg = v->c[1].seg = SIZE_MAX;
 	if (scopes) {
 		v->scopes = weft__calloc(n ? n : 1, sizeof(char *));
@@ -75,6 +77,11 @@ void neg_view_free(neg_view *v)
 	weft__free(v->c[0].items);
 	weft__free(v->c[1].items);
 	weft__free(v);
+}
+
+void neg_view_set_segment_items(neg_view *v, size_t n)
+{
+	v->seg_items = n ? n : 1;
 }
 
 size_t neg_view_size(const neg_view *v)
@@ -119,7 +126,7 @@ static int close_cell(neg_view *v)
 	if (!v->have_cell)
 		return WEFT_OK;
 	v->have_cell = 0;
-	if (!v->nseg || v->pc[v->nseg] - v->pc[v->nseg - 1] >= NEG_VIEW_SEGMENT) {
+	if (!v->nseg || v->pc[v->nseg] - v->pc[v->nseg - 1] >= v->seg_items) {
 		if (grow(v) < 0)
 			return err_set(&v->db->err, WEFT_ENOMEM, "out of memory reading reconciliation buckets");
 		v->lo[v->nseg] = v->cell << BUCKET_SHIFT;

@@ -30,6 +30,9 @@ int neg_view_refresh(neg_view *v);
 /* Storage callbacks over the view; a failing callback leaves the store's
  * error on the db (WEFT_ECORRUPT if a bucket disagrees with the events). */
 void neg_view_storage(neg_view *v, neg_storage *st);
+/* Segments close once they hold at least n items (default
+ * NEG_VIEW_SEGMENT; tests use small ones). Takes effect at the next refresh. */
+void neg_view_set_segment_items(neg_view *v, size_t n);
 /* Items as of the last refresh. */
 size_t neg_view_size(const neg_view *v);
 /* Heap bytes held (summaries and loaded items). */
