@@ -382,12 +382,48 @@ static void test_buckets_verify_rebuilds_and_open_upgrades(void **state)
 	weft_db_close(db);
 }
 
+
+/* Sessions: a store without buckets (dropped under an open handle) still
+ * serves, listing its items in memory; a store with a damaged bucket fails
+ * the session with a message, and syncs again once verified. */
+static void test_buckets_sessions_without_and_with_damaged_buckets(void **state)
+{
+	fixture *f = *state;
+	weft_db *a = tu_open(f->dir, "a.db", &f->clock, 1);
+	weft_db *b = tu_open(f->dir, "b.db", &f->clock, 2);
+	fill(b, &f->clock, 500);
+	tu_ok(b, store_exec(b, "DROP TABLE weft_neg_bucket", "test"));
+	assert_int_equal(buckets_available(b), 0);
+	weft_session_stats st;
+	tu_ok(a, weft_sync_local(&st, a, b, NULL));
+	assert_int_equal(st.events_received, 500);
+	weft_db_close(b);
+
+	/* b writable again: buckets built at open; then one gets damaged. */
+	b = tu_open(f->dir, "b.db", &f->clock, 2);
+	check_buckets(b, 1);
+	fill(b, &f->clock, 300);
+	tu_ok(b, store_exec(b, "UPDATE weft_neg_bucket SET sum = zeroblob(32) "
+	                       "WHERE cell = (SELECT max(cell) FROM weft_neg_bucket)", "test"));
+	int rc = weft_sync_local(&st, a, b, NULL);
+	assert_int_equal(rc, WEFT_ECORRUPT);
+	assert_non_null(strstr(weft_error_last(), "weft verify"));
+	weft_verify_report r;
+	tu_ok(b, weft_db_verify(&r, b, NULL, NULL));
+	tu_ok(a, weft_sync_local(&st, a, b, NULL));
+	assert_int_equal(st.events_received, 300);
+	check_buckets(a, 1);
+	weft_db_close(a);
+	weft_db_close(b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_buckets_match_brute_force, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_buckets_view_reconciles_with_a_set, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_buckets_verify_rebuilds_and_open_upgrades, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_buckets_sessions_without_and_with_damaged_buckets, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
