@@ -29,6 +29,7 @@ struct neg_view {
 	uint8_t (*ps)[NEG_ID_BYTES];
 	size_t nseg, cap;
 	size_t seg_items; /* a segment closes at this many items */
+	size_t load_max;  /* bigger segments are split before loading */
 	/* building: the cell being summed */
 	uint64_t cell, cell_count;
 	uint8_t cell_sum[NEG_ID_BYTES];
@@ -45,6 +46,7 @@ int neg_view_new(neg_view **out, weft_db *db, const char *const *scopes, size_t 
 		return WEFT_ENOMEM;
 	v->db = db;
 	v->seg_items = NEG_VIEW_SEGMENT;
+	v->load_max = 64 * NEG_VIEW_SEGMENT;
 	v->c[0].seg = v->c[1].seg = SIZE_MAX;
 	if (scopes) {
 		v->scopes = weft__calloc(n ? n : 1, sizeof(char *));
@@ -82,6 +84,7 @@ void neg_view_free(neg_view *v)
 void neg_view_set_segment_items(neg_view *v, size_t n)
 {
 	v->seg_items = n ? n : 1;
+	v->load_max = 64 * v->seg_items;
 }
 
 size_t neg_view_size(const neg_view *v)
@@ -97,12 +100,14 @@ size_t neg_view_memory_usage(const neg_view *v)
 
 /* ------------------------------------------------------- summaries */
 
-static int grow(neg_view *v)
+/* Room for need prefix entries (segments + 1). */
+static int grow_to(neg_view *v, size_t need)
 {
-	/* Room for nseg + 2 prefix entries. */
-	if (v->nseg + 2 <= v->cap)
+	if (need <= v->cap)
 		return WEFT_OK;
-	size_t cap = v->cap ? v->cap * 2 : 64;
+	size_t cap = v->cap ? v->cap : 64;
+	while (cap < need)
+		cap *= 2;
 	uint64_t *lo = weft__realloc(v->lo, cap * sizeof(*lo));
 	if (!lo)
 		return WEFT_ENOMEM;
@@ -127,7 +132,7 @@ static int close_cell(neg_view *v)
 		return WEFT_OK;
 	v->have_cell = 0;
 	if (!v->nseg || v->pc[v->nseg] - v->pc[v->nseg - 1] >= v->seg_items) {
-		if (grow(v) < 0)
+		if (grow_to(v, v->nseg + 2) < 0)
 			return err_set(&v->db->err, WEFT_ENOMEM, "out of memory reading reconciliation buckets");
 		v->lo[v->nseg] = v->cell << BUCKET_SHIFT;
 		if (!v->nseg) {
@@ -202,6 +207,13 @@ static int on_item(void *payload, uint64_t hlc, const unsigned char id[32])
 	return 0;
 }
 
+static int corrupt(neg_view *v, uint64_t got, uint64_t want)
+{
+	return err_set(&v->db->err, WEFT_ECORRUPT, "the store's reconciliation buckets disagree with its events "
+	               "(%llu events stored where the buckets count %llu); run `weft verify`, which rebuilds them",
+	               (unsigned long long)got, (unsigned long long)want);
+}
+
 /* The items of segment k, read from the store and checked against its
  * bucket summaries. */
 static int load(neg_view *v, size_t k, const struct cache **out)
@@ -230,13 +242,95 @@ static int load(neg_view *v, size_t k, const struct cache **out)
 	memcpy(want, v->ps[k + 1], NEG_ID_BYTES);
 	neg_sum_sub(want, v->ps[k]);
 	if (c->n != v->pc[k + 1] - v->pc[k] || memcmp(sum, want, NEG_ID_BYTES) != 0)
-		return err_set(&v->db->err, WEFT_ECORRUPT, "the store's reconciliation buckets disagree with its events "
-		               "(%zu events stored where the buckets count %llu); run `weft verify`, which rebuilds them",
-		               c->n, (unsigned long long)(v->pc[k + 1] - v->pc[k]));
+		return corrupt(v, c->n, v->pc[k + 1] - v->pc[k]);
 	c->seg = k;
 	c->used = ++v->tick;
 	*out = c;
 	return WEFT_OK;
+}
+
+/* ------------------------------------------------- big segments */
+
+struct sub {
+	uint64_t lo, count;
+	uint8_t sum[NEG_ID_BYTES];
+};
+
+typedef struct refine_ctx {
+	neg_view *v;
+	struct sub *subs;
+	size_t n, cap;
+	uint64_t first, last_ts;
+	int oom;
+} refine_ctx;
+
+static int on_refine(void *payload, uint64_t hlc, const unsigned char id[32])
+{
+	refine_ctx *r = payload;
+	if (!r->n || (r->subs[r->n - 1].count >= r->v->seg_items && hlc != r->last_ts)) {
+		if (r->n == r->cap) {
+			size_t cap = r->cap ? r->cap * 2 : 64;
+			struct sub *p = weft__realloc(r->subs, cap * sizeof(*p));
+			if (!p) {
+				r->oom = 1;
+				return 1;
+			}
+			r->subs = p;
+			r->cap = cap;
+		}
+		memset(&r->subs[r->n], 0, sizeof(r->subs[0]));
+		r->subs[r->n].lo = r->n ? hlc : r->first;
+		r->n++;
+	}
+	r->subs[r->n - 1].count++;
+	neg_sum_add(r->subs[r->n - 1].sum, id);
+	r->last_ts = hlc;
+	return 0;
+}
+
+/*
+ * A segment too big to load (a burst in one cell) is split, by one pass
+ * over its items, into segments of about seg_items at stamp changes. Ranks
+ * stay the same; segment indices after k move.
+ */
+static int fit(neg_view *v, size_t k)
+{
+	if (v->pc[k + 1] - v->pc[k] <= v->load_max)
+		return WEFT_OK;
+	refine_ctx r = {v, NULL, 0, 0, v->lo[k], 0, 0};
+	uint64_t hi = k + 1 < v->nseg ? v->lo[k + 1] - 1 : STORE_HLC_ALL_HI;
+	int rc = store_scan_items(v->db, (const char *const *)v->scopes, v->nscopes, v->lo[k], hi, on_refine, &r);
+	if (r.oom)
+		rc = err_set(&v->db->err, WEFT_ENOMEM, "out of memory reading events to reconcile");
+	uint64_t total = 0;
+	uint8_t sum[NEG_ID_BYTES] = {0}, want[NEG_ID_BYTES];
+	for (size_t j = 0; rc == WEFT_OK && j < r.n; j++) {
+		total += r.subs[j].count;
+		neg_sum_add(sum, r.subs[j].sum);
+	}
+	memcpy(want, v->ps[k + 1], NEG_ID_BYTES);
+	neg_sum_sub(want, v->ps[k]);
+	if (rc == WEFT_OK && (total != v->pc[k + 1] - v->pc[k] || memcmp(sum, want, NEG_ID_BYTES) != 0))
+		rc = corrupt(v, total, v->pc[k + 1] - v->pc[k]);
+	if (rc == WEFT_OK && r.n > 1 && grow_to(v, v->nseg + r.n + 1) < 0)
+		rc = err_set(&v->db->err, WEFT_ENOMEM, "out of memory reading events to reconcile");
+	if (rc == WEFT_OK && r.n > 1) {
+		size_t d = r.n - 1;
+		memmove(&v->lo[k + 1 + d], &v->lo[k + 1], (v->nseg - k - 1) * sizeof(v->lo[0]));
+		memmove(&v->pc[k + 1 + d], &v->pc[k + 1], (v->nseg - k) * sizeof(v->pc[0]));
+		memmove(&v->ps[k + 1 + d], &v->ps[k + 1], (v->nseg - k) * sizeof(v->ps[0]));
+		for (size_t j = 0; j < r.n; j++)
+			v->lo[k + j] = r.subs[j].lo;
+		for (size_t j = 0; j + 1 < r.n; j++) {
+			v->pc[k + j + 1] = v->pc[k + j] + r.subs[j].count;
+			memcpy(v->ps[k + j + 1], v->ps[k + j], NEG_ID_BYTES);
+			neg_sum_add(v->ps[k + j + 1], r.subs[j].sum);
+		}
+		v->nseg += d;
+		v->c[0].seg = v->c[1].seg = SIZE_MAX;
+	}
+	weft__free(r.subs);
+	return rc;
 }
 
 /* The segment holding rank i (i < size). */
@@ -272,8 +366,11 @@ static int op_item(void *ctx, size_t i, uint64_t *ts, uint8_t id[NEG_ID_BYTES])
 	if (i >= neg_view_size(v))
 		return WEFT_EINVAL;
 	size_t k = seg_of_rank(v, i);
-	int rc = load(v, k, &c);
+	int rc = fit(v, k);
 	if (rc < 0)
+		return rc;
+	k = seg_of_rank(v, i);
+	if ((rc = load(v, k, &c)) < 0)
 		return rc;
 	const struct vitem *it = &c->items[i - v->pc[k]];
 	*ts = it->ts;
@@ -288,24 +385,38 @@ static int vitem_cmp(const struct vitem *it, uint64_t ts, const uint8_t id[NEG_I
 	return memcmp(it->id, id, NEG_ID_BYTES);
 }
 
+/* The last segment starting at or below ts (ts >= lo[0]). */
+static size_t seg_of_ts(const neg_view *v, uint64_t ts)
+{
+	size_t a = 0, b = v->nseg;
+	while (b - a > 1) {
+		size_t m = a + (b - a) / 2;
+		if (v->lo[m] <= ts)
+			a = m;
+		else
+			b = m;
+	}
+	return a;
+}
+
 static int op_lower_bound(void *ctx, size_t lo, size_t hi, uint64_t ts, const uint8_t id[NEG_ID_BYTES],
                           size_t *out)
 {
 	static const uint8_t zero[NEG_ID_BYTES];
 	neg_view *v = ctx;
+	int at_start = memcmp(id, zero, NEG_ID_BYTES) == 0;
 	size_t r;
 	if (!v->nseg || ts < v->lo[0]) {
 		r = 0;
 	} else {
-		size_t a = 0, b = v->nseg; /* last k with lo[k] <= ts */
-		while (b - a > 1) {
-			size_t m = a + (b - a) / 2;
-			if (v->lo[m] <= ts)
-				a = m;
-			else
-				b = m;
+		size_t a = seg_of_ts(v, ts);
+		if (!(at_start && ts == v->lo[a])) {
+			int rc = fit(v, a);
+			if (rc < 0)
+				return rc;
+			a = seg_of_ts(v, ts);
 		}
-		if (ts == v->lo[a] && memcmp(id, zero, NEG_ID_BYTES) == 0) {
+		if (at_start && ts == v->lo[a]) {
 			r = v->pc[a];
 		} else {
 			const struct cache *c;
@@ -339,9 +450,16 @@ static int prefix(neg_view *v, size_t i, uint8_t out[NEG_ID_BYTES])
 		memcpy(out, v->ps[k], NEG_ID_BYTES);
 		return WEFT_OK;
 	}
-	const struct cache *c;
-	int rc = load(v, k, &c);
+	int rc = fit(v, k);
 	if (rc < 0)
+		return rc;
+	k = seg_of_rank(v, i);
+	if (i == v->pc[k]) {
+		memcpy(out, v->ps[k], NEG_ID_BYTES);
+		return WEFT_OK;
+	}
+	const struct cache *c;
+	if ((rc = load(v, k, &c)) < 0)
 		return rc;
 	size_t off = i - v->pc[k];
 	if (off <= c->n / 2) {
