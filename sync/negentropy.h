@@ -17,7 +17,8 @@
  *   2. neg_reconciler_new() over the whole set or a contiguous slice of it
  *      (neg_set_lower_bound() turns a (timestamp, id) window into indices).
  *      To reconcile an arbitrary subset (some scopes only), build a set from
- *      just those items instead.
+ *      just those items instead. Items kept elsewhere (a store) can be
+ *      reconciled through a neg_storage (neg_reconciler_new_storage).
  *   3. Client: neg_reconciler_initiate(), send the bytes, then feed every
  *      reply to neg_reconciler_reconcile() until it returns an empty output
  *      (out_len == 0): the reconciliation is complete.

@@ -22,6 +22,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "core/alloc.h"
 #include "core/buckets.h"
 #include "core/codec.h"
@@ -54,7 +56,6 @@ typedef struct qitem {
 	unsigned char id[32];
 	uint8_t want_end; /* server: a WANT ends after this entry */
 } qitem;
-
 
 typedef struct scope_grant {
 	char name[WEFT_SCOPE_MAX + 1];
@@ -100,6 +101,7 @@ struct weft_session {
 	size_t hhead, hlen, hcap;
 	uint32_t *hslot;    /* index + 1 into have, 0 empty */
 	size_t hmask;
+	unsigned char hkey[crypto_shorthash_KEYBYTES];
 	uint32_t unacked;
 	uint64_t outstanding_wants; /* client: WANT frames not yet answered */
 	/* Work a peer can make us do is bounded by what honest peers need. */
@@ -165,19 +167,21 @@ static int q_push(weft_session *s, const unsigned char id[32], int want_end)
 	return WEFT_OK;
 }
 
-static size_t have_hash(const unsigned char id[32])
+/* Keyed: ids of events a peer crafted cannot be ground to collide. */
+static size_t have_hash(const weft_session *s, const unsigned char id[32])
 {
-	/* Ids are hashes: their first bytes spread well. */
-	size_t h;
-	memcpy(&h, id, sizeof(h));
-	return h;
+	unsigned char h[crypto_shorthash_BYTES];
+	uint64_t v;
+	crypto_shorthash(h, id, 32, s->hkey);
+	memcpy(&v, h, sizeof(v));
+	return (size_t)v;
 }
 
 /* Client: queue our event id for sending (once per session). */
 static int have_push(weft_session *s, const unsigned char id[32])
 {
 	if (s->hmask) {
-		for (size_t i = have_hash(id) & s->hmask; s->hslot[i]; i = (i + 1) & s->hmask)
+		for (size_t i = have_hash(s, id) & s->hmask; s->hslot[i]; i = (i + 1) & s->hmask)
 			if (memcmp(s->have[s->hslot[i] - 1], id, 32) == 0)
 				return WEFT_OK;
 	}
@@ -194,11 +198,13 @@ static int have_push(weft_session *s, const unsigned char id[32])
 	if (2 * (s->hlen + 1) > s->hmask) {
 		/* Rehash at half full. */
 		size_t n = s->hmask ? 2 * (s->hmask + 1) : 1024;
+		if (!s->hmask)
+			crypto_shorthash_keygen(s->hkey);
 		uint32_t *slot = weft__calloc(n, sizeof(uint32_t));
 		if (!slot)
 			return oom(s);
 		for (size_t k = 0; k < s->hlen; k++) {
-			size_t i = have_hash(s->have[k]) & (n - 1);
+			size_t i = have_hash(s, s->have[k]) & (n - 1);
 			while (slot[i])
 				i = (i + 1) & (n - 1);
 			slot[i] = (uint32_t)(k + 1);
@@ -209,14 +215,14 @@ static int have_push(weft_session *s, const unsigned char id[32])
 	}
 	memcpy(s->have[s->hlen], id, 32);
 	s->hlen++;
-	size_t i = have_hash(id) & s->hmask;
+	size_t i = have_hash(s, id) & s->hmask;
 	while (s->hslot[i])
 		i = (i + 1) & s->hmask;
 	s->hslot[i] = (uint32_t)s->hlen;
 	return WEFT_OK;
 }
 
-/* Events waiting to be sent (client: runs; server: wanted ids). */
+/* Events waiting to be sent (client: ids it has; server: wanted ids). */
 static int sendq_empty(const weft_session *s)
 {
 	return s->role == WEFT_ROLE_CLIENT ? s->hhead == s->hlen : s->qlen == 0;
