@@ -13,7 +13,10 @@
 	"  cell INTEGER NOT NULL,"  /* hlc >> BUCKET_SHIFT */                            \
 	"  count INTEGER NOT NULL," /* events stored in the cell */                    \
 	"  sum BLOB NOT NULL,"      /* their ids added as 256-bit little-endian numbers */ \
-	"  PRIMARY KEY(scope, cell)) WITHOUT ROWID"
+	"  PRIMARY KEY(scope, cell), CHECK (count > 0)) WITHOUT ROWID"
+
+/* Cells below the watermark have rows; newer ones are read from the events. */
+#define CELL_ALL (((uint64_t)INT64_MAX >> BUCKET_SHIFT) + 1)
 
 #define CORRUPT_HINT "run `weft verify`, which rebuilds them"
 
@@ -58,8 +61,59 @@ int buckets_available(weft_db *db)
 	return rc == SQLITE_DONE ? 0 : store_sqlite_error(db, rc, "looking for the reconciliation buckets");
 }
 
+int buckets_watermark(weft_db *db, uint64_t *w)
+{
+	sqlite3_stmt *st = store_stmt(db, STMT_BUCKET_MARK);
+	if (!st)
+		return db->err.code;
+	int rc = sqlite3_step(st);
+	*w = CELL_ALL; /* none recorded: every cell has its rows */
+	if (rc == SQLITE_ROW) {
+		sqlite3_int64 v = sqlite3_column_int64(st, 0);
+		if (sqlite3_column_type(st, 0) != SQLITE_INTEGER || v < 0 || (uint64_t)v > CELL_ALL) {
+			sqlite3_reset(st);
+			return err_set(&db->err, WEFT_ECORRUPT, "the reconciliation watermark is malformed; " CORRUPT_HINT);
+		}
+		*w = (uint64_t)v;
+	}
+	sqlite3_reset(st);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? WEFT_OK : store_sqlite_error(db, rc, "reading the reconciliation watermark");
+}
+
+static int watermark_set(weft_db *db, uint64_t w)
+{
+	sqlite3_stmt *st = store_stmt(db, STMT_META_SET);
+	if (!st)
+		return db->err.code;
+	sqlite3_bind_text(st, 1, "neg_watermark", -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)w);
+	int rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE ? WEFT_OK : store_sqlite_error(db, rc, "writing the reconciliation watermark");
+}
+
+/* The watermark a fold moves to: the cell before the clock's, so that
+ * events stamped now (most single-event commits) write no bucket row. */
+static uint64_t fold_target(weft_db *db)
+{
+	uint64_t cell = (store_wall_ms(db) << 16) >> BUCKET_SHIFT;
+	return cell ? cell - 1 : 0;
+}
+
+/* The last stamp of the cells below w. */
+static uint64_t below(uint64_t w)
+{
+	return w >= CELL_ALL ? STORE_HLC_ALL_HI : (w << BUCKET_SHIFT) - 1;
+}
+
 int buckets_add(weft_db *db, int64_t scope_ref, uint64_t hlc, const unsigned char id[32])
 {
+	uint64_t w;
+	int wrc = buckets_watermark(db, &w);
+	if (wrc < 0)
+		return wrc;
+	if ((hlc >> BUCKET_SHIFT) >= w)
+		return WEFT_OK;
 	sqlite3_stmt *st = store_stmt(db, STMT_BUCKET_ADD);
 	if (!st)
 		return db->err.code;
@@ -106,18 +160,20 @@ static int acc_item(void *payload, uint64_t hlc, const unsigned char id[32])
 	return 0;
 }
 
-/* The buckets of one scope, computed from its events, ordered by cell. */
-static int compute_scope(weft_db *db, const char *name, cell_acc *a)
+/* The buckets of one scope over cells [from, to), from its events. */
+static int compute_scope(weft_db *db, const char *name, cell_acc *a, uint64_t from, uint64_t to)
 {
 	a->db = db;
 	a->n = 0;
+	if (from >= to)
+		return WEFT_OK;
 	const char *scopes[1] = {name};
-	return store_scan_items(db, scopes, 1, STORE_HLC_ALL_LO, STORE_HLC_ALL_HI, acc_item, a);
+	return store_scan_items(db, scopes, 1, from << BUCKET_SHIFT, below(to), acc_item, a);
 }
 
 typedef int (*scope_fn)(weft_db *db, int64_t ref, const char *name, cell_acc *a, void *payload);
 
-static int each_scope(weft_db *db, scope_fn fn, void *payload)
+static int each_scope(weft_db *db, uint64_t from, uint64_t to, scope_fn fn, void *payload)
 {
 	sqlite3_stmt *st;
 	cell_acc a = {0};
@@ -128,7 +184,7 @@ static int each_scope(weft_db *db, scope_fn fn, void *payload)
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		char name[WEFT_SCOPE_MAX + 1];
 		snprintf(name, sizeof(name), "%s", (const char *)sqlite3_column_text(st, 1));
-		if ((out = compute_scope(db, name, &a)) < 0 ||
+		if ((out = compute_scope(db, name, &a, from, to)) < 0 ||
 		    (out = fn(db, sqlite3_column_int64(st, 0), name, &a, payload)) < 0)
 			break;
 	}
@@ -162,11 +218,14 @@ static int rebuild_in_txn(weft_db *db)
 	int rc = store_exec(db, "DELETE FROM weft_neg_bucket", "rebuilding reconciliation buckets");
 	if (rc < 0)
 		return rc;
+	uint64_t w;
+	if ((rc = buckets_watermark(db, &w)) < 0)
+		return rc;
 	rc = sqlite3_prepare_v2(db->sql, "INSERT INTO weft_neg_bucket(scope, cell, count, sum) VALUES (?1, ?2, ?3, ?4)",
 	                        -1, &st, NULL);
 	if (rc != SQLITE_OK)
 		return store_sqlite_error(db, rc, "rebuilding reconciliation buckets");
-	rc = each_scope(db, insert_scope, st);
+	rc = each_scope(db, 0, w, insert_scope, st);
 	sqlite3_finalize(st);
 	return rc;
 }
@@ -222,8 +281,11 @@ static int compare_scope(weft_db *db, int64_t ref, const char *name, cell_acc *a
 int buckets_check(weft_db *db, int *ok)
 {
 	uint64_t state[2] = {0, 0}; /* rows seen, mismatch */
+	uint64_t w;
 	*ok = 0;
-	int rc = each_scope(db, compare_scope, state);
+	int rc = buckets_watermark(db, &w);
+	if (rc == WEFT_OK)
+		rc = each_scope(db, 0, w, compare_scope, state);
 	if (rc < 0)
 		return rc;
 	/* Rows of scopes that are not in weft_scope. */
@@ -254,7 +316,8 @@ int buckets_open(weft_db *db)
 	if ((rc = store_begin(db)) < 0)
 		return rc;
 	if ((rc = buckets_available(db)) == 0 &&
-	    (rc = store_exec(db, BUCKETS_TABLE, "creating reconciliation buckets")) == WEFT_OK)
+	    (rc = store_exec(db, BUCKETS_TABLE, "creating reconciliation buckets")) == WEFT_OK &&
+	    (rc = watermark_set(db, fold_target(db))) == WEFT_OK)
 		rc = rebuild_in_txn(db);
 	if (rc < 0) {
 		store_rollback(db);
@@ -343,4 +406,52 @@ int buckets_verify(weft_db *db)
 		return err_set(&db->err, WEFT_ECORRUPT, "the events are intact but the reconciliation buckets disagree "
 		               "with them; open the store writable and run `weft verify` to rebuild them");
 	return buckets_rebuild(db);
+}
+
+static int fold_scope(weft_db *db, int64_t ref, const char *name, cell_acc *a, void *payload)
+{
+	sqlite3_stmt *st = payload;
+	(void)name;
+	for (size_t i = 0; i < a->n; i++) {
+		sqlite3_reset(st);
+		sqlite3_bind_int64(st, 1, ref);
+		sqlite3_bind_int64(st, 2, (sqlite3_int64)a->rows[i].cell);
+		sqlite3_bind_int64(st, 3, (sqlite3_int64)a->rows[i].count);
+		sqlite3_bind_blob(st, 4, a->rows[i].sum, 32, SQLITE_STATIC);
+		int rc = sqlite3_step(st);
+		if (rc != SQLITE_DONE)
+			return store_sqlite_error(db, rc, "folding reconciliation buckets");
+	}
+	return WEFT_OK;
+}
+
+int buckets_fold(weft_db *db)
+{
+	if (db->readonly || !sqlite3_get_autocommit(db->sql))
+		return WEFT_OK;
+	int rc = buckets_available(db);
+	if (rc <= 0)
+		return rc;
+	uint64_t w, to = fold_target(db);
+	if ((rc = buckets_watermark(db, &w)) < 0 || to <= w)
+		return rc;
+	if ((rc = store_begin(db)) < 0)
+		return rc;
+	sqlite3_stmt *st = NULL;
+	/* Again inside the transaction: another connection may have folded. */
+	if ((rc = buckets_watermark(db, &w)) == WEFT_OK && to > w) {
+		rc = sqlite3_prepare_v2(db->sql, "INSERT INTO weft_neg_bucket(scope, cell, count, sum) VALUES (?1, ?2, ?3, ?4) "
+		                        "ON CONFLICT(scope, cell) DO UPDATE SET count = count + excluded.count, "
+		                        "sum = weft_u256_add(sum, excluded.sum)", -1, &st, NULL);
+		rc = rc == SQLITE_OK ? each_scope(db, w, to, fold_scope, st)
+		                     : store_sqlite_error(db, rc, "folding reconciliation buckets");
+		sqlite3_finalize(st);
+		if (rc == WEFT_OK)
+			rc = watermark_set(db, to);
+	}
+	if (rc < 0) {
+		store_rollback(db);
+		return rc;
+	}
+	return store_commit(db);
 }

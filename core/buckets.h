@@ -22,6 +22,16 @@
 /* At open: registers the SQL helpers; creates and fills the table if the
  * store has none (writable stores only). */
 int buckets_open(weft_db *db);
+/*
+ * Rows exist for the cells below a watermark (weft_meta "neg_watermark");
+ * events of newer cells are read from the event index by the sessions, so
+ * an event stamped now writes no bucket row. buckets_fold() (at the start
+ * of a session) moves the watermark to the cell before the clock's and
+ * adds the rows of the cells it passes. *w = the watermark (every cell
+ * when none is recorded).
+ */
+int buckets_watermark(weft_db *db, uint64_t *w);
+int buckets_fold(weft_db *db);
 /* Inside the write transaction that stored the event. */
 int buckets_add(weft_db *db, int64_t scope_ref, uint64_t hlc, const unsigned char id[32]);
 /* 1 if the store has the table (a read-only store of an older weft may

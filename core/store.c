@@ -55,6 +55,7 @@ static const char *const stmt_sql[STMT__COUNT] = {
 	[STMT_BUCKET_ADD] =
 		"INSERT INTO weft_neg_bucket(scope, cell, count, sum) VALUES (?1, ?2, 1, ?3) "
 		"ON CONFLICT(scope, cell) DO UPDATE SET count = count + 1, sum = weft_u256_add(sum, excluded.sum)",
+	[STMT_BUCKET_MARK] = "SELECT value FROM weft_meta WHERE key = 'neg_watermark'",
 };
 
 int store_sqlite_error(weft_db *db, int rc, const char *doing)

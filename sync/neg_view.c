@@ -151,6 +151,9 @@ static int close_cell(neg_view *v)
 static int on_bucket(void *payload, uint64_t cell, uint64_t count, const unsigned char sum[32])
 {
 	neg_view *v = payload;
+	if (v->have_cell && cell < v->cell)
+		return err_set(&v->db->err, WEFT_ECORRUPT, "a reconciliation bucket lies above the watermark; "
+		               "run `weft verify`, which rebuilds them");
 	if (v->have_cell && cell != v->cell) {
 		int rc = close_cell(v);
 		if (rc < 0)
@@ -167,12 +170,24 @@ static int on_bucket(void *payload, uint64_t cell, uint64_t count, const unsigne
 	return 0;
 }
 
+/* An event of a cell at or above the watermark, read from the index. */
+static int on_tail(void *payload, uint64_t hlc, const unsigned char id[32])
+{
+	return on_bucket(payload, hlc >> BUCKET_SHIFT, 1, id);
+}
+
 int neg_view_refresh(neg_view *v)
 {
+	uint64_t w;
 	v->nseg = 0;
 	v->have_cell = 0;
 	v->c[0].seg = v->c[1].seg = SIZE_MAX;
-	int rc = buckets_scan(v->db, (const char *const *)v->scopes, v->nscopes, on_bucket, v);
+	int rc = buckets_watermark(v->db, &w);
+	if (rc == WEFT_OK)
+		rc = buckets_scan(v->db, (const char *const *)v->scopes, v->nscopes, on_bucket, v);
+	if (rc == WEFT_OK && w <= (uint64_t)STORE_HLC_ALL_HI >> BUCKET_SHIFT)
+		rc = store_scan_items(v->db, (const char *const *)v->scopes, v->nscopes, w << BUCKET_SHIFT,
+		                      STORE_HLC_ALL_HI, on_tail, v);
 	if (rc == WEFT_OK)
 		rc = close_cell(v);
 	if (rc < 0)

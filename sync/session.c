@@ -495,6 +495,9 @@ static int build_set(weft_session *s)
 				names[n++] = s->grants[i].name;
 	}
 	size_t limit = (s->send_max < NEG_LIMIT_MAX ? s->send_max : NEG_LIMIT_MAX) - NEG_FRAME_SLACK;
+	/* Give the buckets the events stored since the last session; if that
+	 * fails (busy), the view reads those events from the index instead. */
+	buckets_fold(s->db);
 	rc = buckets_available(s->db);
 	if (rc > 0) {
 		neg_storage st;

@@ -181,19 +181,77 @@ static void compare_view(weft_db *db, const char *const *scopes, size_t nscopes,
 	neg_set_free(s);
 }
 
+/* Folds the buckets as if the clock read ms. */
+static void fold_at(weft_db *db, tu_clock *clock, uint64_t ms)
+{
+	uint64_t now = clock->now_ms;
+	clock->now_ms = ms;
+	tu_ok(db, buckets_fold(db));
+	clock->now_ms = now;
+}
+
+static uint64_t rows(weft_db *db)
+{
+	char *s = tu_query(db, "SELECT count(*) FROM weft_neg_bucket");
+	uint64_t n = strtoull(s, NULL, 10);
+	free(s);
+	return n;
+}
+
 static void test_buckets_match_brute_force(void **state)
 {
 	fixture *f = *state;
 	weft_db *db = tu_open(f->dir, "a.db", &f->clock, 1);
+	uint64_t start = f->clock.now_ms;
 	fill(db, &f->clock, 3000);
 	check_buckets(db, 1);
 	const char *one[] = {"s0"}, *two[] = {"s1", "s2"};
 	static const size_t segs[] = {1, 7, 64, NEG_VIEW_SEGMENT};
-	for (size_t k = 0; k < 4; k++) {
-		compare_view(db, NULL, 0, segs[k]);
-		compare_view(db, one, 1, segs[k]);
-		compare_view(db, two, 2, segs[k]);
+	/* Nothing folded (every event read from the index), half, all. */
+	for (int fold = 0; fold < 3; fold++) {
+		if (fold == 1)
+			fold_at(db, &f->clock, start + (f->clock.now_ms - start) / 2);
+		if (fold == 2)
+			tu_ok(db, buckets_fold(db));
+		check_buckets(db, 1);
+		for (size_t k = 0; k < 4; k++) {
+			compare_view(db, NULL, 0, segs[k]);
+			compare_view(db, one, 1, segs[k]);
+			compare_view(db, two, 2, segs[k]);
+		}
 	}
+	weft_db_close(db);
+}
+
+/* An event stamped now writes no bucket row; a fold adds it. */
+static void test_buckets_recent_events_wait_for_a_fold(void **state)
+{
+	fixture *f = *state;
+	weft_db *db = tu_open(f->dir, "a.db", &f->clock, 1);
+	fill(db, &f->clock, 200);
+	tu_ok(db, buckets_fold(db));
+	uint64_t n = rows(db), w0, w1;
+	tu_ok(db, buckets_watermark(db, &w0));
+	weft_id id;
+	tu_ok(db, weft_db_append(&id, db, "s0", "note", NULL, "x", 1));
+	assert_int_equal(rows(db), n);
+	check_buckets(db, 1);
+	/* An event from a peer stamped long ago does write its row. */
+	weft_db *b = tu_open(f->dir, "b.db", &f->clock, 2);
+	uint64_t now = f->clock.now_ms;
+	f->clock.now_ms = T0 - 100000;
+	tu_ok(b, weft_db_append(&id, b, "s9", "note", NULL, "y", 1));
+	f->clock.now_ms = now;
+	tu_ingest_all(db, b);
+	assert_int_equal(rows(db), n + 1);
+	check_buckets(db, 1);
+	f->clock.now_ms += 5000;
+	tu_ok(db, buckets_fold(db));
+	tu_ok(db, buckets_watermark(db, &w1));
+	assert_true(w1 > w0);
+	assert_true(rows(db) > n + 1);
+	check_buckets(db, 1);
+	weft_db_close(b);
 	weft_db_close(db);
 }
 
@@ -255,7 +313,9 @@ static void test_buckets_view_reconciles_with_a_set(void **state)
 {
 	fixture *f = *state;
 	weft_db *db = tu_open(f->dir, "a.db", &f->clock, 1);
+	uint64_t start = f->clock.now_ms;
 	fill(db, &f->clock, 3000);
+	fold_at(db, &f->clock, start + (f->clock.now_ms - start) / 2);
 	neg_set *all = brute_set(db, NULL, 0);
 	size_t n = neg_set_size(all);
 	for (int trial = 0; trial < 6; trial++) {
@@ -330,6 +390,8 @@ static void test_buckets_verify_rebuilds_and_open_upgrades(void **state)
 	fixture *f = *state;
 	weft_db *db = tu_open(f->dir, "a.db", &f->clock, 1);
 	fill(db, &f->clock, 600);
+	tu_ok(db, buckets_fold(db));
+	assert_true(rows(db) > 0);
 	check_buckets(db, 1);
 
 	/* A damaged count: a view reading that segment refuses it. */
@@ -359,6 +421,12 @@ static void test_buckets_verify_rebuilds_and_open_upgrades(void **state)
 	tu_ok(db, weft_db_verify(&r, db, NULL, NULL));
 	check_buckets(db, 1);
 	tu_ok(db, store_exec(db, "INSERT INTO weft_neg_bucket VALUES (999, 5, 1, zeroblob(32))", "test"));
+	check_buckets(db, 0);
+	tu_ok(db, weft_db_verify(&r, db, NULL, NULL));
+	check_buckets(db, 1);
+	/* A row above the watermark. */
+	tu_ok(db, store_exec(db, "INSERT INTO weft_neg_bucket SELECT scope, cell + 1000000, count, sum "
+	                         "FROM weft_neg_bucket LIMIT 1", "test"));
 	check_buckets(db, 0);
 	tu_ok(db, weft_db_verify(&r, db, NULL, NULL));
 	check_buckets(db, 1);
@@ -403,6 +471,8 @@ static void test_buckets_sessions_without_and_with_damaged_buckets(void **state)
 	b = tu_open(f->dir, "b.db", &f->clock, 2);
 	check_buckets(b, 1);
 	fill(b, &f->clock, 300);
+	f->clock.now_ms += 5000;
+	tu_ok(b, buckets_fold(b));
 	tu_ok(b, store_exec(b, "UPDATE weft_neg_bucket SET sum = zeroblob(32) "
 	                       "WHERE cell = (SELECT max(cell) FROM weft_neg_bucket)", "test"));
 	int rc = weft_sync_local(&st, a, b, NULL);
@@ -421,6 +491,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_buckets_match_brute_force, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_buckets_recent_events_wait_for_a_fold, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_buckets_view_reconciles_with_a_set, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_buckets_verify_rebuilds_and_open_upgrades, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_buckets_sessions_without_and_with_damaged_buckets, setup, teardown),
