@@ -5,6 +5,7 @@
 #include <sodium.h>
 
 #include "core/alloc.h"
+#include "core/buckets.h"
 #include "core/hlc.h"
 #include "core/project.h"
 #include "core/store.h"
@@ -334,7 +335,7 @@ int weft_db_open(weft_db **out, const char *path, const weft_open_options *opts)
 		             "(the store belongs to %s); use that device's key file", db->id.device_id, a);
 		goto fail;
 	}
-	if ((rc = self_ref(db)) < 0 || (rc = project_load(db)) < 0)
+	if ((rc = self_ref(db)) < 0 || (rc = project_load(db)) < 0 || (rc = buckets_open(db)) < 0)
 		goto fail;
 	err_clear(&db->err);
 	*out = db;

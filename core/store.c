@@ -7,6 +7,7 @@
 #include <sodium.h>
 
 #include "core/alloc.h"
+#include "core/buckets.h"
 #include "core/hlc.h"
 #include "core/project.h"
 #include "platform/platform.h"
@@ -62,6 +63,10 @@ static const char *const stmt_sql[STMT__COUNT] = {
 	[STMT_TOUCHED_ADD] =
 		"INSERT INTO temp.weft_touched(tbl, pk, existed, old, event) VALUES (?1, ?2, ?3, ?4, ?5)",
 	[STMT_TOUCHED_EVENT] = "UPDATE temp.weft_touched SET event = ?3 WHERE tbl = ?1 AND pk = ?2",
+	[STMT_BUCKET_ADD] =
+		"INSERT INTO weft_neg_bucket(scope, cell, count, sum) VALUES (?1, ?2, 1, ?3) "
+		"ON CONFLICT(scope, cell) DO UPDATE SET count = count + 1, sum = weft_u256_add(sum, excluded.sum)",
+	[STMT_BUCKET_MARK] = "SELECT value FROM weft_meta WHERE key = 'neg_watermark'",
 };
 
 int store_sqlite_error(weft_db *db, int rc, const char *doing)
@@ -325,6 +330,8 @@ int store_insert_event(weft_db *db, const struct weft_event *ev,
 		return store_sqlite_error(db, rc, "storing an event");
 	int64_t n = sqlite3_last_insert_rowid(db->sql);
 	/* A new event is stored: (scope, ev->hlc, ev->id) joins the log. */
+	if ((rc = buckets_add(db, scope, ev->hlc, ev->id.bytes)) < 0)
+		return rc;
 	return project_event(db, ev, n, scope);
 }
 

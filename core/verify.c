@@ -1,6 +1,7 @@
 /* weft_db_verify: re-check every stored event, every chain link, count forks. */
 #include <string.h>
 
+#include "core/buckets.h"
 #include "core/store.h"
 
 typedef struct verify_state {
@@ -132,5 +133,7 @@ out:
 	sqlite3_finalize(st);
 	sqlite3_finalize(vs.prev_of);
 	sqlite3_exec(db->sql, "COMMIT", NULL, NULL, NULL);
+	if (rc == WEFT_OK)
+		rc = buckets_verify(db);
 	return rc;
 }

@@ -55,7 +55,9 @@ struct reader {
 };
 
 struct neg_reconciler {
-	const neg_set *set;
+	neg_storage st;
+	int whole;     /* over the whole storage: end is re-read on every call */
+	int st_rc;     /* first storage failure of the current call */
 	size_t begin, end;
 	size_t limit;
 	enum role role;
@@ -517,27 +519,102 @@ size_t neg_set_lower_bound(const neg_set *s, uint64_t ts, const uint8_t *id)
 	return lower_bound(s, 0, s->n, &b);
 }
 
-void neg_set_fingerprint(uint8_t out[NEG_FINGERPRINT_BYTES], const neg_set *s,
-			 size_t lo, size_t hi)
+static void set_sum(u256 *sum, const neg_set *s, size_t lo, size_t hi)
 {
-	uint8_t in[NEG_ID_BYTES + NEG_VARINT_MAX];
-	uint8_t hash[crypto_hash_sha256_BYTES];
-	u256 sum = { { 0, 0, 0, 0 } };
-
+	memset(sum, 0, sizeof(*sum));
 	if (hi - lo <= BLOCK) {
-		sum_items(&sum, s->items, lo, hi);
+		sum_items(sum, s->items, lo, hi);
 	} else {
 		u256 low;
 
-		prefix_sum(&sum, s, hi);
+		prefix_sum(sum, s, hi);
 		prefix_sum(&low, s, lo);
-		u256_sub(&sum, &low);
+		u256_sub(sum, &low);
 	}
-	for (int k = 0; k < 4; k++)
-		store_le64(in + 8 * k, sum.w[k]);
-	size_t n = NEG_ID_BYTES + neg_varint_encode(in + NEG_ID_BYTES, hi - lo);
+}
+
+void neg_fingerprint_of_sum(uint8_t out[NEG_FINGERPRINT_BYTES],
+			    const uint8_t sum[NEG_ID_BYTES], uint64_t count)
+{
+	uint8_t in[NEG_ID_BYTES + NEG_VARINT_MAX];
+	uint8_t hash[crypto_hash_sha256_BYTES];
+
+	memcpy(in, sum, NEG_ID_BYTES);
+	size_t n = NEG_ID_BYTES + neg_varint_encode(in + NEG_ID_BYTES, count);
 	crypto_hash_sha256(hash, in, n);
 	memcpy(out, hash, NEG_FINGERPRINT_BYTES);
+}
+
+void neg_sum_add(uint8_t acc[NEG_ID_BYTES], const uint8_t x[NEG_ID_BYTES])
+{
+	u256 a, b;
+
+	u256_from_id(&a, acc);
+	u256_from_id(&b, x);
+	u256_add(&a, &b);
+	for (int k = 0; k < 4; k++)
+		store_le64(acc + 8 * k, a.w[k]);
+}
+
+void neg_sum_sub(uint8_t acc[NEG_ID_BYTES], const uint8_t x[NEG_ID_BYTES])
+{
+	u256 a, b;
+
+	u256_from_id(&a, acc);
+	u256_from_id(&b, x);
+	u256_sub(&a, &b);
+	for (int k = 0; k < 4; k++)
+		store_le64(acc + 8 * k, a.w[k]);
+}
+
+void neg_set_fingerprint(uint8_t out[NEG_FINGERPRINT_BYTES], const neg_set *s,
+			 size_t lo, size_t hi)
+{
+	uint8_t bytes[NEG_ID_BYTES];
+	u256 sum;
+
+	set_sum(&sum, s, lo, hi);
+	for (int k = 0; k < 4; k++)
+		store_le64(bytes + 8 * k, sum.w[k]);
+	neg_fingerprint_of_sum(out, bytes, hi - lo);
+}
+
+/* The set as reconciler storage. */
+static size_t set_st_size(void *ctx)
+{
+	return ((const neg_set *)ctx)->n;
+}
+
+static int set_st_item(void *ctx, size_t i, uint64_t *ts, uint8_t id[NEG_ID_BYTES])
+{
+	const neg_set *s = ctx;
+
+	*ts = s->items[i].ts;
+	memcpy(id, s->items[i].id, NEG_ID_BYTES);
+	return WEFT_OK;
+}
+
+static size_t lower_bound(const neg_set *s, size_t lo, size_t hi,
+			  const struct bound *b);
+
+static int set_st_lower_bound(void *ctx, size_t lo, size_t hi, uint64_t ts,
+			      const uint8_t id[NEG_ID_BYTES], size_t *out)
+{
+	struct bound b = { .ts = ts, .len = NEG_ID_BYTES };
+
+	memcpy(b.id, id, NEG_ID_BYTES);
+	*out = lower_bound(ctx, lo, hi, &b);
+	return WEFT_OK;
+}
+
+static int set_st_sum(void *ctx, size_t lo, size_t hi, uint8_t out[NEG_ID_BYTES])
+{
+	u256 sum;
+
+	set_sum(&sum, ctx, lo, hi);
+	for (int k = 0; k < 4; k++)
+		store_le64(out + 8 * k, sum.w[k]);
+	return WEFT_OK;
 }
 
 size_t neg_set_memory_usage(const neg_set *s)
@@ -611,16 +688,10 @@ static int proto(neg_reconciler *r, const char *fmt, ...)
 	return WEFT_EPROTO;
 }
 
-int neg_reconciler_new(neg_reconciler **out, const neg_set *set, size_t begin,
-		       size_t end, size_t frame_size_limit)
+static int reconciler_alloc(neg_reconciler **out, size_t frame_size_limit)
 {
 	neg_reconciler *r;
 
-	if (!out)
-		return WEFT_EINVAL;
-	*out = NULL;
-	if (!set || !set->sealed || begin > end || end > set->n)
-		return WEFT_EINVAL;
 	if (frame_size_limit != 0 && frame_size_limit < NEG_FRAME_SIZE_MIN)
 		return WEFT_EINVAL;
 	if (sodium_init() < 0)
@@ -628,11 +699,46 @@ int neg_reconciler_new(neg_reconciler **out, const neg_set *set, size_t begin,
 	r = weft__calloc(1, sizeof(*r));
 	if (!r)
 		return WEFT_ENOMEM;
-	r->set = set;
-	r->begin = begin;
-	r->end = end;
 	r->limit = frame_size_limit;
 	*out = r;
+	return WEFT_OK;
+}
+
+int neg_reconciler_new(neg_reconciler **out, const neg_set *set, size_t begin,
+		       size_t end, size_t frame_size_limit)
+{
+	int rc;
+
+	if (!out)
+		return WEFT_EINVAL;
+	*out = NULL;
+	if (!set || !set->sealed || begin > end || end > set->n)
+		return WEFT_EINVAL;
+	rc = reconciler_alloc(out, frame_size_limit);
+	if (rc < 0)
+		return rc;
+	(*out)->st = (neg_storage){ (void *)set, set_st_size, set_st_item,
+				    set_st_lower_bound, set_st_sum, NULL };
+	(*out)->begin = begin;
+	(*out)->end = end;
+	return WEFT_OK;
+}
+
+int neg_reconciler_new_storage(neg_reconciler **out, const neg_storage *st,
+			       size_t frame_size_limit)
+{
+	int rc;
+
+	if (!out)
+		return WEFT_EINVAL;
+	*out = NULL;
+	if (!st || !st->size || !st->item || !st->lower_bound || !st->sum)
+		return WEFT_EINVAL;
+	rc = reconciler_alloc(out, frame_size_limit);
+	if (rc < 0)
+		return rc;
+	(*out)->st = *st;
+	(*out)->whole = 1;
 	return WEFT_OK;
 }
 
@@ -653,6 +759,62 @@ int neg_reconciler_is_client(const neg_reconciler *r)
 const char *neg_last_error(const neg_reconciler *r)
 {
 	return r ? r->err : "negentropy: no reconciler";
+}
+
+/* ------------------------------------------------- storage access */
+
+static void st_failed(neg_reconciler *r, int rc)
+{
+	if (!r->st_rc)
+		r->st_rc = rc;
+}
+
+static void st_item(neg_reconciler *r, size_t i, struct neg_item *it)
+{
+	int rc = r->st.item(r->st.ctx, i, &it->ts, it->id);
+
+	if (rc < 0) {
+		st_failed(r, rc);
+		memset(it, 0, sizeof(*it));
+	}
+}
+
+static size_t st_lower_bound(neg_reconciler *r, size_t lo, size_t hi,
+			     const struct bound *b)
+{
+	size_t at = hi;
+	int rc;
+
+	if (b->ts == NEG_TS_INFINITY || lo >= hi)
+		return hi;
+	rc = r->st.lower_bound(r->st.ctx, lo, hi, b->ts, b->id, &at);
+	if (rc < 0) {
+		st_failed(r, rc);
+		return lo;
+	}
+	return at < lo ? lo : at > hi ? hi : at;
+}
+
+static void st_fingerprint(neg_reconciler *r, uint8_t out[NEG_FINGERPRINT_BYTES],
+			   size_t lo, size_t hi)
+{
+	uint8_t sum[NEG_ID_BYTES] = { 0 };
+	int rc = lo < hi ? r->st.sum(r->st.ctx, lo, hi, sum) : WEFT_OK;
+
+	if (rc < 0)
+		st_failed(r, rc);
+	neg_fingerprint_of_sum(out, sum, hi - lo);
+}
+
+/* After each range: storage failures, then memory. */
+static int check_state(neg_reconciler *r)
+{
+	if (r->st_rc)
+		return fail(r, r->st_rc,
+			    "negentropy: reading the items to reconcile failed");
+	if (r->out.oom)
+		return fail(r, WEFT_ENOMEM, "negentropy: out of memory");
+	return WEFT_OK;
 }
 
 static int exceeded(const neg_reconciler *r, size_t n)
@@ -689,7 +851,7 @@ static void put_fingerprint(neg_reconciler *r, const struct bound *b,
 {
 	uint8_t fp[NEG_FINGERPRINT_BYTES];
 
-	neg_set_fingerprint(fp, r->set, lo, hi);
+	st_fingerprint(r, fp, lo, hi);
 	put_bound(r, b);
 	buf_varint(&r->out, MODE_FINGERPRINT);
 	buf_put(&r->out, fp, sizeof(fp));
@@ -720,20 +882,61 @@ static void item_bound(struct bound *b, const struct neg_item *it)
 	b->len = NEG_ID_BYTES;
 }
 
+static void put_idlist(neg_reconciler *r, const struct bound *upper, size_t lo,
+		       size_t hi)
+{
+	struct neg_item it;
+
+	put_bound(r, upper);
+	buf_varint(&r->out, MODE_IDLIST);
+	buf_varint(&r->out, hi - lo);
+	for (size_t i = lo; i < hi && !r->st_rc; i++) {
+		st_item(r, i, &it);
+		buf_put(&r->out, it.id, NEG_ID_BYTES);
+	}
+}
+
+/*
+ * Storage with cheap boundaries: split [lo, hi) only there, each split at
+ * the boundary nearest to where an even split would put it. 0 if the range
+ * holds no boundary.
+ */
+static int split_on_boundaries(neg_reconciler *r, size_t lo, size_t hi,
+			       const struct bound *upper)
+{
+	size_t n = hi - lo, per = n / BUCKETS, extra = n % BUCKETS;
+	size_t start = lo, cur = lo, at;
+	uint64_t ts;
+	int found = 0;
+
+	for (size_t i = 0; i + 1 < BUCKETS; i++) {
+		cur += per + (i < extra);
+		if (!r->st.boundary(r->st.ctx, lo, hi, cur, &at, &ts))
+			continue;
+		if (at <= start || at >= hi)
+			continue;
+		struct bound b = { .ts = ts, .len = 0 };
+
+		put_fingerprint(r, &b, start, at);
+		start = at;
+		found = 1;
+	}
+	if (found)
+		put_fingerprint(r, upper, start, hi);
+	return found;
+}
+
 static void split_range(neg_reconciler *r, size_t lo, size_t hi,
 			const struct bound *upper)
 {
-	const struct neg_item *it = r->set->items;
 	size_t n = hi - lo;
 
 	if (n < 2 * BUCKETS) {
-		put_bound(r, upper);
-		buf_varint(&r->out, MODE_IDLIST);
-		buf_varint(&r->out, n);
-		for (size_t i = lo; i < hi; i++)
-			buf_put(&r->out, it[i].id, NEG_ID_BYTES);
+		put_idlist(r, upper, lo, hi);
 		return;
 	}
+	if (r->st.boundary && split_on_boundaries(r, lo, hi, upper))
+		return;
 
 	size_t per = n / BUCKETS, extra = n % BUCKETS, cur = lo;
 	for (size_t i = 0; i < BUCKETS; i++) {
@@ -741,10 +944,15 @@ static void split_range(neg_reconciler *r, size_t lo, size_t hi,
 		struct bound b;
 
 		cur += per + (i < extra);
-		if (cur == hi)
+		if (cur == hi) {
 			b = *upper;
-		else
-			minimal_bound(&b, &it[cur - 1], &it[cur]);
+		} else {
+			struct neg_item a, c;
+
+			st_item(r, cur - 1, &a);
+			st_item(r, cur, &c);
+			minimal_bound(&b, &a, &c);
+		}
 		put_fingerprint(r, &b, start, cur);
 	}
 }
@@ -754,7 +962,12 @@ static void reset_output(neg_reconciler *r)
 	r->out.len = 0;
 	r->out.oom = 0;
 	r->ts_out = 0;
+	r->st_rc = 0;
 	r->err[0] = '\0';
+	if (r->whole) {
+		r->begin = 0;
+		r->end = r->st.size(r->st.ctx);
+	}
 }
 
 int neg_reconciler_initiate(const uint8_t **out, size_t *out_len,
@@ -762,6 +975,7 @@ int neg_reconciler_initiate(const uint8_t **out, size_t *out_len,
 {
 	static const struct bound inf = { .ts = NEG_TS_INFINITY };
 	uint8_t v = NEG_PROTOCOL_VERSION;
+	int rc;
 
 	if (!out || !out_len || !r)
 		return WEFT_EINVAL;
@@ -782,8 +996,8 @@ int neg_reconciler_initiate(const uint8_t **out, size_t *out_len,
 	r->role = ROLE_CLIENT;
 	buf_put(&r->out, &v, 1);
 	split_range(r, r->begin, r->end, &inf);
-	if (r->out.oom)
-		return fail(r, WEFT_ENOMEM, "negentropy: out of memory");
+	if ((rc = check_state(r)) < 0)
+		return rc;
 	*out = r->out.p;
 	*out_len = r->out.len;
 	return WEFT_OK;
@@ -880,7 +1094,6 @@ static int report(neg_reconciler *r, neg_diff_cb cb, void *payload,
 static int idlist_diff(neg_reconciler *r, const uint8_t *ids, size_t n,
 		       size_t lo, size_t hi, neg_diff_cb cb, void *payload)
 {
-	const struct neg_item *it = r->set->items;
 	uint8_t *sorted, *seen;
 	size_t m = 0;
 	int rc;
@@ -908,22 +1121,26 @@ static int idlist_diff(neg_reconciler *r, const uint8_t *ids, size_t n,
 	}
 
 	for (size_t i = lo; i < hi; i++) {
+		struct neg_item it;
 		size_t a = 0, b = m;
 
+		st_item(r, i, &it);
+		if ((rc = check_state(r)) < 0)
+			return rc;
 		while (a < b) {
 			size_t mid = a + (b - a) / 2;
 
-			if (memcmp(sorted + mid * NEG_ID_BYTES, it[i].id,
+			if (memcmp(sorted + mid * NEG_ID_BYTES, it.id,
 				   NEG_ID_BYTES) < 0)
 				a = mid + 1;
 			else
 				b = mid;
 		}
-		if (a < m && memcmp(sorted + a * NEG_ID_BYTES, it[i].id,
+		if (a < m && memcmp(sorted + a * NEG_ID_BYTES, it.id,
 				    NEG_ID_BYTES) == 0) {
 			seen[a] = 1;
 		} else {
-			rc = report(r, cb, payload, NEG_HAVE, it[i].id);
+			rc = report(r, cb, payload, NEG_HAVE, it.id);
 			if (rc < 0)
 				return rc;
 		}
@@ -947,7 +1164,6 @@ static int idlist_diff(neg_reconciler *r, const uint8_t *ids, size_t n,
 static int reply_idlist(neg_reconciler *r, const struct bound *cur,
 			size_t lower, size_t *upper, size_t mark)
 {
-	const struct neg_item *it = r->set->items;
 	size_t k = *upper - lower;
 	struct bound end = *cur;
 	int cut = 0;
@@ -960,16 +1176,15 @@ static int reply_idlist(neg_reconciler *r, const struct bound *cur,
 		else if ((room - mark) / NEG_ID_BYTES + 1 < k)
 			k = (room - mark) / NEG_ID_BYTES + 1;
 		if (k < *upper - lower) {
-			item_bound(&end, &it[lower + k]);
+			struct neg_item it;
+
+			st_item(r, lower + k, &it);
+			item_bound(&end, &it);
 			*upper = lower + k;
 			cut = 1;
 		}
 	}
-	put_bound(r, &end);
-	buf_varint(&r->out, MODE_IDLIST);
-	buf_varint(&r->out, k);
-	for (size_t i = lower; i < *upper; i++)
-		buf_put(&r->out, it[i].id, NEG_ID_BYTES);
+	put_idlist(r, &end, lower, *upper);
 	return cut;
 }
 
@@ -978,7 +1193,6 @@ int neg_reconciler_reconcile(const uint8_t **out, size_t *out_len,
 			     size_t msg_len, neg_diff_cb cb, void *payload)
 {
 	static const struct bound inf = { .ts = NEG_TS_INFINITY };
-	const neg_set *s;
 	struct reader rd = { msg, msg_len, 0 };
 	struct bound prev, cur;
 	size_t prev_idx;
@@ -994,7 +1208,6 @@ int neg_reconciler_reconcile(const uint8_t **out, size_t *out_len,
 			 "negentropy: reconciler unusable after an earlier error");
 		return WEFT_EINVAL;
 	}
-	s = r->set;
 	reset_output(r);
 	if (r->role == ROLE_NONE)
 		r->role = ROLE_SERVER;
@@ -1038,7 +1251,9 @@ int neg_reconciler_reconcile(const uint8_t **out, size_t *out_len,
 		if (rc < 0)
 			return rc;
 		lower = prev_idx;
-		upper = lower_bound(s, lower, r->end, &cur);
+		upper = st_lower_bound(r, lower, r->end, &cur);
+		if ((rc = check_state(r)) < 0)
+			return rc;
 
 		switch (mode) {
 		case MODE_SKIP:
@@ -1050,7 +1265,7 @@ int neg_reconciler_reconcile(const uint8_t **out, size_t *out_len,
 			if (rd.len - rd.pos < NEG_FINGERPRINT_BYTES)
 				return proto(r, "message truncated in fingerprint at byte %zu",
 					     rd.pos);
-			neg_set_fingerprint(ours, s, lower, upper);
+			st_fingerprint(r, ours, lower, upper);
 			if (memcmp(ours, rd.p + rd.pos, sizeof(ours)) == 0) {
 				skip = 1;
 			} else {
@@ -1090,8 +1305,8 @@ int neg_reconciler_reconcile(const uint8_t **out, size_t *out_len,
 			return proto(r, "unknown mode %llu at byte %zu",
 				     (unsigned long long)mode, at);
 		}
-		if (r->out.oom)
-			return fail(r, WEFT_ENOMEM, "negentropy: out of memory");
+		if ((rc = check_state(r)) < 0)
+			return rc;
 
 		if (cut || exceeded(r, r->out.len)) {
 			if (!kept) {
@@ -1105,8 +1320,8 @@ int neg_reconciler_reconcile(const uint8_t **out, size_t *out_len,
 				upper = lower;
 			}
 			put_fingerprint(r, &inf, upper, r->end);
-			if (r->out.oom)
-				return fail(r, WEFT_ENOMEM, "negentropy: out of memory");
+			if ((rc = check_state(r)) < 0)
+				return rc;
 			break;
 		}
 		prev_idx = upper;

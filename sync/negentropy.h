@@ -17,7 +17,8 @@
  *   2. neg_reconciler_new() over the whole set or a contiguous slice of it
  *      (neg_set_lower_bound() turns a (timestamp, id) window into indices).
  *      To reconcile an arbitrary subset (some scopes only), build a set from
- *      just those items instead.
+ *      just those items instead. Items kept elsewhere (a store) can be
+ *      reconciled through a neg_storage (neg_reconciler_new_storage).
  *   3. Client: neg_reconciler_initiate(), send the bytes, then feed every
  *      reply to neg_reconciler_reconcile() until it returns an empty output
  *      (out_len == 0): the reconciliation is complete.
@@ -120,6 +121,44 @@ void neg_set_fingerprint(uint8_t out[NEG_FINGERPRINT_BYTES], const neg_set *s,
 /* Bytes of heap held by the set (items + index), for memory budgets. */
 size_t neg_set_memory_usage(const neg_set *s);
 
+/* ---------------------------------------------------- fingerprint sums */
+
+/* acc += x and acc -= x, as 256-bit little-endian numbers mod 2^256. */
+void neg_sum_add(uint8_t acc[NEG_ID_BYTES], const uint8_t x[NEG_ID_BYTES]);
+void neg_sum_sub(uint8_t acc[NEG_ID_BYTES], const uint8_t x[NEG_ID_BYTES]);
+/* The fingerprint of count items whose ids add up to sum. */
+void neg_fingerprint_of_sum(uint8_t out[NEG_FINGERPRINT_BYTES],
+			    const uint8_t sum[NEG_ID_BYTES], uint64_t count);
+
+/* ------------------------------------------------------------ storage */
+
+/*
+ * Items a reconciler can run over besides a neg_set (sync/neg_view.c reads
+ * them from a store). Ranks 0..size-1 follow (ts, id) order and must not
+ * change during one initiate/reconcile call; size is read at the start of
+ * each call, so the items may change between calls. Callbacks return
+ * WEFT_OK or a negative code, which fails the call with that code.
+ */
+typedef struct neg_storage {
+	void *ctx;
+	size_t (*size)(void *ctx);
+	int (*item)(void *ctx, size_t i, uint64_t *ts, uint8_t id[NEG_ID_BYTES]);
+	/* First rank in [lo, hi) whose item is >= (ts, id), or hi. */
+	int (*lower_bound)(void *ctx, size_t lo, size_t hi, uint64_t ts,
+			   const uint8_t id[NEG_ID_BYTES], size_t *out);
+	/* Sum of the ids of ranks [lo, hi), lo < hi (see neg_sum_add). */
+	int (*sum)(void *ctx, size_t lo, size_t hi, uint8_t out[NEG_ID_BYTES]);
+	/*
+	 * Optional (NULL: none). The rank b in (lo, hi) nearest to target
+	 * with a timestamp *ts that every item below b is under and every
+	 * item from b on is at or above; 1 if there is one, else 0. A range
+	 * holding such ranks is split only there (bounds without id bytes),
+	 * so that peers with the same boundaries compare the same ranges.
+	 */
+	int (*boundary)(void *ctx, size_t lo, size_t hi, size_t target,
+			size_t *at, uint64_t *ts);
+} neg_storage;
+
 /* ----------------------------------------------------------- reconciler */
 
 typedef struct neg_reconciler neg_reconciler;
@@ -150,6 +189,14 @@ typedef int (*neg_diff_cb)(void *payload, enum neg_diff_kind kind,
  */
 int neg_reconciler_new(neg_reconciler **out, const neg_set *set, size_t begin,
 		       size_t end, size_t frame_size_limit);
+/*
+ * The same over every item of a storage (copied; st->ctx must outlive the
+ * reconciler). Messages are valid V1 but, where st->boundary offers
+ * boundaries, split differently from the reference.
+ * WEFT_EINVAL (missing callback, bad limit), WEFT_ENOMEM.
+ */
+int neg_reconciler_new_storage(neg_reconciler **out, const neg_storage *st,
+			       size_t frame_size_limit);
 /* Frees the reconciler and its output buffer (NULL is fine). */
 void neg_reconciler_free(neg_reconciler *r);
 

@@ -12,21 +12,25 @@
  *   ACK (for theirs), DONE ───────────────▶
  *          ◀───────────────────────────────  DONE
  *
- * Memory stays bounded by the reconciliation set (ids and timestamps of the
- * shared scopes, never whole events): the client queues the events the
- * server lacks as runs of indices into that set, the server queues at most
- * one reconciliation round of wanted ids, and at most WINDOW batches are in
- * flight unacknowledged.
+ * Reconciliation reads the store's bucket summaries (sync/neg_view.c) and
+ * only the events of the segments that differ, never whole events; the
+ * client queues the ids of the events the server lacks, the server queues
+ * at most one reconciliation round of wanted ids, and at most WINDOW
+ * batches are in flight unacknowledged.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "core/alloc.h"
+#include "core/buckets.h"
 #include "core/codec.h"
 #include "core/store.h"
 #include "platform/platform.h"
 #include "sync/frame.h"
+#include "sync/neg_view.h"
 #include "sync/negentropy.h"
 
 #define BATCH_DEFAULT 256
@@ -52,11 +56,6 @@ typedef struct qitem {
 	unsigned char id[32];
 	uint8_t want_end; /* server: a WANT ends after this entry */
 } qitem;
-
-/* Client: items [lo, hi) of the reconciliation set, to send. */
-typedef struct run {
-	size_t lo, hi;
-} run;
 
 typedef struct scope_grant {
 	char name[WEFT_SCOPE_MAX + 1];
@@ -87,7 +86,8 @@ struct weft_session {
 
 	frame_reader rd;
 	frame_buf out;
-	neg_set *set;
+	neg_view *view;     /* the store's items, from its buckets */
+	neg_set *set;       /* or, in a store without buckets, all items in memory */
 	neg_reconciler *neg;
 	unsigned char *neg_next; /* client: the next NEG message, held for pacing */
 	size_t neg_next_len;
@@ -95,10 +95,13 @@ struct weft_session {
 
 	qitem *q;           /* server: ids of events asked for */
 	size_t qhead, qlen, qcap;
-	run *runs;          /* client: our events the server lacks */
-	size_t rhead, rlen, rcap;
-	unsigned char *queued; /* client: bitmap over the set, already queued */
-	size_t hint;           /* client: where the last reported id was found */
+	/* Client: ids of our events the server lacks, in the order found
+	 * (sent from hhead on), and a hash set over them: each is queued once. */
+	unsigned char (*have)[32];
+	size_t hhead, hlen, hcap;
+	uint32_t *hslot;    /* index + 1 into have, 0 empty */
+	size_t hmask;
+	unsigned char hkey[crypto_shorthash_KEYBYTES];
 	uint32_t unacked;
 	uint64_t outstanding_wants; /* client: WANT frames not yet answered */
 	/* Work a peer can make us do is bounded by what honest peers need. */
@@ -164,47 +167,74 @@ static int q_push(weft_session *s, const unsigned char id[32], int want_end)
 	return WEFT_OK;
 }
 
-/* Client: queue item idx of the set (once per session). */
-static int run_push(weft_session *s, size_t idx)
+/* Keyed: ids of events a peer crafted cannot be ground to collide. */
+static size_t have_hash(const weft_session *s, const unsigned char id[32])
 {
-	if (s->queued[idx / 8] & (1u << (idx % 8)))
-		return WEFT_OK;
-	s->queued[idx / 8] |= (unsigned char)(1u << (idx % 8));
-	if (s->rlen && s->runs[s->rhead + s->rlen - 1].hi == idx) {
-		s->runs[s->rhead + s->rlen - 1].hi++;
-		return WEFT_OK;
+	unsigned char h[crypto_shorthash_BYTES];
+	uint64_t v;
+	crypto_shorthash(h, id, 32, s->hkey);
+	memcpy(&v, h, sizeof(v));
+	return (size_t)v;
+}
+
+/* Client: queue our event id for sending (once per session). */
+static int have_push(weft_session *s, const unsigned char id[32])
+{
+	if (s->hmask) {
+		for (size_t i = have_hash(s, id) & s->hmask; s->hslot[i]; i = (i + 1) & s->hmask)
+			if (memcmp(s->have[s->hslot[i] - 1], id, 32) == 0)
+				return WEFT_OK;
 	}
-	if (s->rhead + s->rlen == s->rcap) {
-		if (s->rhead) {
-			memmove(s->runs, s->runs + s->rhead, s->rlen * sizeof(run));
-			s->rhead = 0;
-		}
-		if (s->rlen == s->rcap) {
-			size_t cap = s->rcap ? s->rcap * 2 : 64;
-			run *r = weft__realloc(s->runs, cap * sizeof(run));
-			if (!r)
-				return oom(s);
-			s->runs = r;
-			s->rcap = cap;
-		}
+	if (s->hlen >= UINT32_MAX - 1)
+		return session_fail(s, WEFT_ELIMIT, "more than %u events to send in one session", UINT32_MAX - 1);
+	if (s->hlen == s->hcap) {
+		size_t cap = s->hcap ? s->hcap + s->hcap / 2 : 256;
+		unsigned char(*h)[32] = weft__realloc(s->have, cap * 32);
+		if (!h)
+			return oom(s);
+		s->have = h;
+		s->hcap = cap;
 	}
-	s->runs[s->rhead + s->rlen++] = (run){idx, idx + 1};
+	if (2 * (s->hlen + 1) > s->hmask) {
+		/* Rehash at half full. */
+		size_t n = s->hmask ? 2 * (s->hmask + 1) : 1024;
+		if (!s->hmask)
+			crypto_shorthash_keygen(s->hkey);
+		uint32_t *slot = weft__calloc(n, sizeof(uint32_t));
+		if (!slot)
+			return oom(s);
+		for (size_t k = 0; k < s->hlen; k++) {
+			size_t i = have_hash(s, s->have[k]) & (n - 1);
+			while (slot[i])
+				i = (i + 1) & (n - 1);
+			slot[i] = (uint32_t)(k + 1);
+		}
+		weft__free(s->hslot);
+		s->hslot = slot;
+		s->hmask = n - 1;
+	}
+	memcpy(s->have[s->hlen], id, 32);
+	s->hlen++;
+	size_t i = have_hash(s, id) & s->hmask;
+	while (s->hslot[i])
+		i = (i + 1) & s->hmask;
+	s->hslot[i] = (uint32_t)s->hlen;
 	return WEFT_OK;
 }
 
-/* Events waiting to be sent (client: runs; server: wanted ids). */
+/* Events waiting to be sent (client: ids it has; server: wanted ids). */
 static int sendq_empty(const weft_session *s)
 {
-	return s->role == WEFT_ROLE_CLIENT ? s->rlen == 0 : s->qlen == 0;
+	return s->role == WEFT_ROLE_CLIENT ? s->hhead == s->hlen : s->qlen == 0;
 }
 
 /* The next id to send and whether a WANT ends with it; 0 when empty. */
 static int sendq_peek(const weft_session *s, unsigned char id[32], int *want_end)
 {
 	if (s->role == WEFT_ROLE_CLIENT) {
-		if (!s->rlen)
+		if (s->hhead == s->hlen)
 			return 0;
-		memcpy(id, neg_set_id(s->set, s->runs[s->rhead].lo), 32);
+		memcpy(id, s->have[s->hhead], 32);
 		*want_end = 0;
 		return 1;
 	}
@@ -218,12 +248,7 @@ static int sendq_peek(const weft_session *s, unsigned char id[32], int *want_end
 static void sendq_pop(weft_session *s)
 {
 	if (s->role == WEFT_ROLE_CLIENT) {
-		run *r = &s->runs[s->rhead];
-		if (++r->lo == r->hi) {
-			s->rhead++;
-			if (!--s->rlen)
-				s->rhead = 0;
-		}
+		s->hhead++;
 		return;
 	}
 	s->qhead++;
@@ -397,14 +422,15 @@ void weft_session_free(weft_session *s)
 		return;
 	neg_reconciler_free(s->neg);
 	neg_set_free(s->set);
+	neg_view_free(s->view);
 	frame_reader_free(&s->rd);
 	frame_buf_free(&s->out);
 	free_strv(s->want_scopes, s->n_want);
 	weft__free(s->grants);
 	weft__free(s->neg_next);
 	weft__free(s->q);
-	weft__free(s->runs);
-	weft__free(s->queued);
+	weft__free(s->have);
+	weft__free(s->hslot);
 	weft__free(s);
 }
 
@@ -415,15 +441,51 @@ static int add_item(void *payload, uint64_t hlc, const unsigned char id[32])
 	return neg_set_add(payload, hlc, id);
 }
 
+static size_t items_count(const weft_session *s)
+{
+	return s->view ? neg_view_size(s->view) : neg_set_size(s->set);
+}
+
+/* Each reconciler call sees one snapshot of the store: a read transaction
+ * and fresh bucket summaries (events stored since are seen next call). */
+static int view_begin(weft_session *s, int *began)
+{
+	*began = 0;
+	if (!s->view)
+		return WEFT_OK;
+	int rc = buckets_read_begin(s->db, began);
+	if (rc == WEFT_OK)
+		rc = neg_view_refresh(s->view);
+	if (rc < 0) {
+		buckets_read_end(s->db, *began);
+		*began = 0;
+	}
+	return rc;
+}
+
+static void view_end(weft_session *s, int began)
+{
+	buckets_read_end(s->db, began);
+}
+
+/* A reconciler call failed: the peer's message, or reading our store. */
+static int neg_failed(weft_session *s, int rc)
+{
+	if (rc == WEFT_EPROTO || rc == WEFT_EVERSION)
+		return session_fail(s, rc, "bad reconciliation message: %s", neg_last_error(s->neg));
+	if (rc == WEFT_ENOMEM)
+		return oom(s);
+	return session_fail(s, rc < 0 ? rc : WEFT_ERROR, "cannot read the events to reconcile: %s",
+	                    weft_errmsg(s->db));
+}
+
 /* The scopes both sides reconcile: those where events may flow at least
  * one way. Both sides compute the same list from the agreed grants. */
 static int build_set(weft_session *s)
 {
-	int rc = neg_set_new(&s->set);
-	if (rc < 0)
-		return oom(s);
 	const char **names = NULL;
 	size_t n = 0;
+	int rc;
 	if (!s->all) {
 		names = weft__calloc(s->ngrants ? s->ngrants : 1, sizeof(char *));
 		if (!names)
@@ -432,22 +494,36 @@ static int build_set(weft_session *s)
 			if (flows_out(&s->grants[i]) || flows_in(&s->grants[i]))
 				names[n++] = s->grants[i].name;
 	}
-	rc = store_scan_items(s->db, s->all ? NULL : names, n, STORE_HLC_ALL_LO, STORE_HLC_ALL_HI, add_item, s->set);
-	weft__free(names);
-	if (rc == 0)
-		rc = neg_set_seal(s->set);
 	size_t limit = (s->send_max < NEG_LIMIT_MAX ? s->send_max : NEG_LIMIT_MAX) - NEG_FRAME_SLACK;
-	if (rc == 0)
-		rc = neg_reconciler_new(&s->neg, s->set, 0, neg_set_size(s->set), limit);
+	/* Give the buckets the events stored since the last session; if that
+	 * fails (busy), the view reads those events from the index instead. */
+	buckets_fold(s->db);
+	rc = buckets_available(s->db);
+	if (rc > 0) {
+		neg_storage st;
+		int began;
+		rc = neg_view_new(&s->view, s->db, s->all ? NULL : names, n);
+		if (rc == 0 && (rc = view_begin(s, &began)) == 0)
+			view_end(s, began);
+		if (rc == 0) {
+			neg_view_storage(s->view, &st);
+			rc = neg_reconciler_new_storage(&s->neg, &st, limit);
+		}
+	} else if (rc == 0) {
+		/* A read-only store of an older weft: list every item. */
+		if ((rc = neg_set_new(&s->set)) == 0)
+			rc = store_scan_items(s->db, s->all ? NULL : names, n, STORE_HLC_ALL_LO, STORE_HLC_ALL_HI,
+			                      add_item, s->set);
+		if (rc == 0)
+			rc = neg_set_seal(s->set);
+		if (rc == 0)
+			rc = neg_reconciler_new(&s->neg, s->set, 0, neg_set_size(s->set), limit);
+	}
+	weft__free(names);
 	/* Honest reconciliation needs a few rounds per level of the range
 	 * tree, plus one per frame of ids when frames are limited. */
 	if (rc == 0)
-		s->max_rounds = 64 + 4 * ((uint64_t)neg_set_size(s->set) * 40 / limit);
-	if (rc == 0 && s->role == WEFT_ROLE_CLIENT) {
-		s->queued = weft__calloc(neg_set_size(s->set) / 8 + 1, 1);
-		if (!s->queued)
-			rc = WEFT_ENOMEM;
-	}
+		s->max_rounds = 64 + 4 * ((uint64_t)items_count(s) * 40 / limit);
 	if (rc == WEFT_ENOMEM)
 		return oom(s);
 	if (rc < 0)
@@ -482,41 +558,12 @@ static void flush_want(diff_ctx *d)
 	d->nwant = 0;
 }
 
-/* Index of id in our set: the reconciler hands out ids of its set, so find
- * the pointer by bisection; compare bytes, and scan if that fails. */
-static size_t set_index(weft_session *s, const unsigned char id[32])
-{
-	size_t n = neg_set_size(s->set), lo = 0, hi = n;
-	uintptr_t p = (uintptr_t)id;
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		if ((uintptr_t)neg_set_id(s->set, mid) < p)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	if (lo < n && memcmp(neg_set_id(s->set, lo), id, 32) == 0)
-		return lo;
-	for (size_t k = 0; k < n; k++) {
-		size_t i = (s->hint + k) % n;
-		if (memcmp(neg_set_id(s->set, i), id, 32) == 0)
-			return s->hint = i;
-	}
-	return SIZE_MAX;
-}
-
 static int on_diff(void *payload, enum neg_diff_kind kind, const uint8_t id[NEG_ID_BYTES])
 {
 	diff_ctx *d = payload;
 	weft_session *s = d->s;
 	if (kind == NEG_HAVE) {
-		size_t idx = set_index(s, id);
-		if (idx == SIZE_MAX) {
-			d->rc = session_fail(s, WEFT_ERROR, "reconciliation reported an event this store does not list "
-			                     "(a bug in weft; please report)");
-			return 1;
-		}
-		d->rc = run_push(s, idx);
+		d->rc = have_push(s, id);
 		return d->rc < 0;
 	}
 	/* With a frame limit an id may be reported again in a later round;
@@ -543,31 +590,38 @@ static int on_neg(weft_session *s, const frame *f)
 		return session_fail(s, WEFT_EPROTO, "peer kept reconciling for %llu rounds without converging "
 		                    "(at most %llu are needed for %zu events); ending the session",
 		                    (unsigned long long)s->neg_rounds, (unsigned long long)s->max_rounds,
-		                    neg_set_size(s->set));
+		                    items_count(s));
+	int began, rc = view_begin(s, &began);
+	if (rc < 0)
+		return neg_failed(s, rc);
 	if (s->role == WEFT_ROLE_SERVER) {
-		int rc = neg_reconciler_reconcile(&reply, &reply_len, s->neg, f->payload, f->len, NULL, NULL);
+		rc = neg_reconciler_reconcile(&reply, &reply_len, s->neg, f->payload, f->len, NULL, NULL);
+		view_end(s, began);
 		if (rc < 0)
-			return session_fail(s, rc == WEFT_ENOMEM ? rc : WEFT_EPROTO, "bad reconciliation message: %s",
-			                    neg_last_error(s->neg));
+			return neg_failed(s, rc);
 		s->stats.round_trips++;
 		send_neg(s, reply, reply_len);
 		return WEFT_OK;
 	}
-	if (!s->neg_waiting)
+	if (!s->neg_waiting) {
+		view_end(s, began);
 		return session_fail(s, WEFT_EPROTO, "peer sent a reconciliation message nobody asked for");
+	}
 	s->neg_waiting = 0;
 	s->stats.round_trips++;
 	diff_ctx d = {s, weft__malloc(WANT_IDS_MAX * 32), 0, 0};
-	if (!d.want)
+	if (!d.want) {
+		view_end(s, began);
 		return oom(s);
-	int rc = neg_reconciler_reconcile(&reply, &reply_len, s->neg, f->payload, f->len, on_diff, &d);
+	}
+	rc = neg_reconciler_reconcile(&reply, &reply_len, s->neg, f->payload, f->len, on_diff, &d);
+	view_end(s, began);
 	flush_want(&d);
 	weft__free(d.want);
 	if (d.rc < 0)
 		return d.rc;
 	if (rc < 0)
-		return session_fail(s, rc == WEFT_ENOMEM || rc == WEFT_EVERSION ? rc : WEFT_EPROTO,
-		                    "bad reconciliation message: %s", neg_last_error(s->neg));
+		return neg_failed(s, rc);
 	if (reply_len == 0) {
 		s->neg_done = 1;
 		return WEFT_OK;
@@ -804,8 +858,14 @@ static int on_hello_client(weft_session *s, const frame *f)
 		return rc;
 	const uint8_t *msg;
 	size_t len;
-	if ((rc = neg_reconciler_initiate(&msg, &len, s->neg)) < 0)
-		return session_fail(s, rc, "cannot start reconciliation: %s", neg_last_error(s->neg));
+	int began;
+	if ((rc = view_begin(s, &began)) < 0)
+		return neg_failed(s, rc);
+	rc = neg_reconciler_initiate(&msg, &len, s->neg);
+	view_end(s, began);
+	if (rc < 0)
+		return rc == WEFT_EINVAL ? session_fail(s, rc, "cannot start reconciliation: %s", neg_last_error(s->neg))
+		                         : neg_failed(s, rc);
 	send_neg(s, msg, len);
 	s->neg_waiting = 1;
 	s->state = WEFT_SESSION_SYNCING;
@@ -1077,9 +1137,9 @@ static int on_frame(weft_session *s, const frame *f)
 		/* Nobody needs more ids than we hold (plus repeats under a
 		 * frame limit): beyond that the peer only makes us work. */
 		s->wanted_total += f->len / 32;
-		if (s->wanted_total > 2 * (uint64_t)neg_set_size(s->set) + WANT_IDS_MAX)
+		if (s->wanted_total > 2 * (uint64_t)items_count(s) + WANT_IDS_MAX)
 			return session_fail(s, WEFT_EPROTO, "peer asked for %llu events, more than this side holds (%zu)",
-			                    (unsigned long long)s->wanted_total, neg_set_size(s->set));
+			                    (unsigned long long)s->wanted_total, items_count(s));
 		for (uint32_t i = 0; i < f->len / 32; i++) {
 			int rc = q_push(s, f->payload + 32 * i, i + 1 == f->len / 32);
 			if (rc < 0)

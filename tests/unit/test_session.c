@@ -1070,6 +1070,95 @@ static void test_session_client_scope_subset(void **state)
 	weft_db_close(b);
 }
 
+
+/* Appends n events in random scopes of s0..s2: mostly a few ms apart, some
+ * jumps over many reconciliation cells, some bursts in one millisecond. */
+static uint64_t mix_state = 0x9e3779b97f4a7c15ull;
+static uint64_t mix_rnd(void)
+{
+	mix_state ^= mix_state << 13;
+	mix_state ^= mix_state >> 7;
+	mix_state ^= mix_state << 17;
+	return mix_state;
+}
+
+static void append_mixed(weft_db *db, tu_clock *clock, int n)
+{
+	static const char *const sc[] = {"s0", "s1", "s2"};
+	for (int i = 0; i < n;) {
+		uint64_t r = mix_rnd() % 100;
+		int burst = r < 3 ? 100 + (int)(mix_rnd() % 300) : 1;
+		clock->now_ms += r < 20 ? mix_rnd() % 4000 : mix_rnd() % 3;
+		for (int k = 0; k < burst && i < n; k++, i++) {
+			weft_id id;
+			char p[32];
+			snprintf(p, sizeof(p), "m%d", i);
+			tu_ok(db, weft_db_append(&id, db, sc[mix_rnd() % 3], "note", NULL, p, strlen(p)));
+		}
+	}
+}
+
+/* Stores whose reconciliation buckets differ (shared history, then each its
+ * own events, old and new, in several scopes and bursts) converge, first
+ * over two of three scopes, then over all. */
+static void test_session_converges_with_differing_buckets(void **state)
+{
+	fixture *f = *state;
+	weft_db *a = tu_open(f->dir, "a.db", &f->clock, 1);
+	weft_db *b = tu_open(f->dir, "b.db", &f->clock, 2);
+	weft_db *c = tu_open(f->dir, "c.db", &f->clock, 3);
+	weft_db *d = tu_open(f->dir, "d.db", &f->clock, 4);
+	append_mixed(c, &f->clock, 3000);
+	tu_ingest_all(a, c);
+	tu_ingest_all(b, c);
+	/* Events of other devices, stamped in the shared past, that only one
+	 * side has; then each side's own new events. */
+	uint64_t now = f->clock.now_ms;
+	f->clock.now_ms = T0 + 1000;
+	append_mixed(d, &f->clock, 400);
+	f->clock.now_ms = now;
+	weft_iter *it;
+	tu_ok(d, weft_db_iter(&it, d, NULL));
+	const weft_event *ev;
+	for (int k = 0; weft_iter_next(&ev, it) == WEFT_OK; k++) {
+		size_t len;
+		const void *e = weft_event_bytes(ev, &len);
+		weft_ingest_status stt;
+		tu_ok(k % 2 ? a : b, weft_db_ingest(&stt, k % 2 ? a : b, e, len));
+	}
+	weft_iter_free(it);
+	append_mixed(a, &f->clock, 700);
+	append_mixed(b, &f->clock, 500);
+	uint64_t a0 = count_scope(a, "s1"), b0 = count_scope(b, "s1");
+
+	const char *const two[] = {"s0", "s2"};
+	weft_session_options o = WEFT_SESSION_OPTIONS_INIT;
+	o.scopes = two;
+	o.nscopes = 2;
+	weft_session_stats st;
+	link l;
+	sync_pair(&l, &st, NULL, a, b, &o, NULL, WEFT_OK);
+	link_free(&l);
+	assert_int_equal(count_scope(a, "s0"), count_scope(b, "s0"));
+	assert_int_equal(count_scope(a, "s2"), count_scope(b, "s2"));
+	assert_int_equal(count_scope(a, "s1"), a0);
+	assert_int_equal(count_scope(b, "s1"), b0);
+	sync_pair(&l, &st, NULL, a, b, NULL, NULL, WEFT_OK);
+	assert_true(st.round_trips <= 6);
+	link_free(&l);
+	assert_same_events(a, b);
+	verify_ok(a);
+	verify_ok(b);
+	/* Identical now: one round trip. */
+	sync_pair(&l, &st, NULL, a, b, NULL, NULL, WEFT_OK);
+	assert_int_equal(st.round_trips, 1);
+	link_free(&l);
+	weft_db_close(a);
+	weft_db_close(b);
+	weft_db_close(c);
+	weft_db_close(d);
+}
+
 typedef struct policy {
 	const char *read, *write; /* comma-free lists: "home work" */
 	int refuse;
@@ -1263,6 +1352,7 @@ int main(void)
 		                                teardown),
 		cmocka_unit_test_setup_teardown(test_session_idle_timeout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_session_client_scope_subset, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_session_converges_with_differing_buckets, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_session_authorize_limits_read_and_write, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_session_new_checks_options, setup, teardown),
 	};
