@@ -66,6 +66,8 @@ struct weft_db {
 	uint64_t txn_changes;    /* rows changed in the open transaction */
 	weft_commit_cb on_commit;
 	void *on_commit_payload;
+	struct ingest_pool *pool; /* verifier threads (core/ingest.c), or NULL */
+	int pool_off;             /* none could be started: check inline */
 };
 
 /* A prepared, reset statement from the handle's cache. */
