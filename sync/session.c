@@ -30,7 +30,7 @@
 #include "sync/frame.h"
 #include "sync/negentropy.h"
 
-#define BATCH_DEFAULT 256
+#define BATCH_DEFAULT 1024
 #define BATCH_MAX 4096
 #define WINDOW 2                  /* unacknowledged EVENTS frames in flight */
 /* Received batches held unacknowledged while being checked: one is stored
@@ -582,10 +582,22 @@ static int on_neg(weft_session *s, const frame *f)
 		return session_fail(s, WEFT_EPROTO, "peer sent a reconciliation message nobody asked for");
 	s->neg_waiting = 0;
 	s->stats.round_trips++;
+	/* What the last round's WANTs brought is stored first, so that
+	 * on_diff does not ask for it again. */
+	int rc, began;
+	while (s->nrx)
+		if ((rc = rx_finish(s)) < 0)
+			return rc;
 	diff_ctx d = {s, weft__malloc(WANT_IDS_MAX * 32), 0, 0};
 	if (!d.want)
 		return oom(s);
-	int rc = neg_reconciler_reconcile(&reply, &reply_len, s->neg, f->payload, f->len, on_diff, &d);
+	/* One read transaction for the lookups of on_diff. */
+	if ((rc = ingest_read_begin(s->db, &began)) < 0) {
+		weft__free(d.want);
+		return session_fail(s, rc, "%s", weft_errmsg(s->db));
+	}
+	rc = neg_reconciler_reconcile(&reply, &reply_len, s->neg, f->payload, f->len, on_diff, &d);
+	ingest_read_end(s->db, began);
 	flush_want(&d);
 	weft__free(d.want);
 	if (d.rc < 0)
