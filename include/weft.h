@@ -624,6 +624,8 @@ typedef struct weft_session_stats {
  * ready in the output at once. opts may be NULL. */
 WEFT_EXTERN int weft_session_new(weft_session **out, weft_db *db, weft_role role,
                                  const weft_session_options *opts);
+/* Frees a session; events of batches it received whole but had not yet
+ * stored are stored first (not acknowledged), as after a cut connection. */
 WEFT_EXTERN void weft_session_free(weft_session *s);
 
 /*

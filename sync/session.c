@@ -29,6 +29,7 @@
 #include "platform/platform.h"
 #include "sync/frame.h"
 #include "sync/negentropy.h"
+#include "sync/session.h"
 
 #define BATCH_DEFAULT 1024
 #define BATCH_MAX 4096
@@ -419,7 +420,9 @@ void weft_session_free(weft_session *s)
 {
 	if (!s)
 		return;
-	rx_drop(s);
+	/* A cut connection leaves the store with the batches fully received
+	 * (docs/PROTOCOL.md §10): store what is held. */
+	rx_settle(s);
 	neg_reconciler_free(s->neg);
 	neg_set_free(s->set);
 	frame_reader_free(&s->rd);
@@ -967,6 +970,11 @@ static int rx_finish(weft_session *s)
 	return WEFT_OK;
 }
 
+void session_settle(weft_session *s)
+{
+	rx_settle(s);
+}
+
 /* The session is ending: store what was received, acknowledge nothing. */
 static void rx_settle(weft_session *s)
 {
@@ -1320,9 +1328,11 @@ void weft_session_output(weft_session *s, const void **bytes, size_t *len)
 	static const unsigned char none[1];
 	/* Nothing to send: the driver will wait for the peer, which may be
 	 * waiting for our acknowledgement. Store the oldest received batch
-	 * now, unless more of a frame is on its way (it will wake us). */
+	 * now, unless a frame is on its way that will wake us: more of a
+	 * frame, or (client) the next batch of a WANT not yet ended, which the
+	 * server's window lets it send while we hold one. */
 	if (!frame_pending(&s->out) && s->nrx && s->state == WEFT_SESSION_SYNCING && !mid_frame(&s->rd) &&
-	    rx_finish(s) == WEFT_OK)
+	    !(s->role == WEFT_ROLE_CLIENT && s->outstanding_wants && s->nrx < WINDOW) && rx_finish(s) == WEFT_OK)
 		pump(s);
 	*len = frame_pending(&s->out);
 	*bytes = *len ? s->out.data + s->out.sent : none;
