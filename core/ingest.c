@@ -14,15 +14,28 @@
 #define PARALLEL_MIN 32
 #define POOL_MAX 8
 
+/*
+ * One thread per processor: the caller's thread does the serial work
+ * (storing, sending) and keeps its processor, so one thread stays parked
+ * except while the caller blocks in a commit (fsync), when it is lent the
+ * caller's processor.
+ */
 struct ingest_pool {
 	plat_mutex *m;
-	plat_cond *work; /* a job was queued, or stop */
+	plat_cond *work; /* a job was queued, a processor lent, or stop */
 	plat_cond *done; /* a chunk was checked */
 	plat_thread *t[POOL_MAX];
 	int nt;
+	struct worker_arg *args;
 	int stop;
+	int lent;                /* callers blocked in a commit */
 	ingest_job *head, *tail; /* jobs with chunks nobody has taken yet */
 };
+
+typedef struct worker_arg {
+	struct ingest_pool *p;
+	int spare; /* runs only on a lent processor */
+} worker_arg;
 
 struct ingest_job {
 	weft_db *db;
@@ -113,10 +126,11 @@ static void chunk_done(struct ingest_pool *p, ingest_job *j)
 
 static void *worker(void *arg)
 {
-	struct ingest_pool *p = arg;
+	struct ingest_pool *p = ((worker_arg *)arg)->p;
+	int spare = ((worker_arg *)arg)->spare;
 	plat_mutex_lock(p->m);
 	for (;;) {
-		while (!p->stop && !p->head)
+		while (!p->stop && (!p->head || (spare && !p->lent)))
 			plat_cond_wait(p->work, p->m);
 		if (p->stop)
 			break;
@@ -141,6 +155,7 @@ void ingest_pool_free(struct ingest_pool *p)
 	plat_mutex_unlock(p->m);
 	for (int i = 0; i < p->nt; i++)
 		plat_thread_join(p->t[i]);
+	weft__free(p->args);
 	plat_cond_free(p->work);
 	plat_cond_free(p->done);
 	plat_mutex_free(p->m);
@@ -158,21 +173,25 @@ static struct ingest_pool *pool_get(weft_db *db)
 	if (want > POOL_MAX)
 		want = POOL_MAX;
 	struct ingest_pool *p = want > 1 ? weft__calloc(1, sizeof(*p)) : NULL;
-	if (!p || plat_mutex_new(&p->m) < 0 || plat_cond_new(&p->work) < 0 || plat_cond_new(&p->done) < 0)
+	if (!p || plat_mutex_new(&p->m) < 0 || plat_cond_new(&p->work) < 0 || plat_cond_new(&p->done) < 0 ||
+	    !(p->args = weft__calloc((size_t)want, sizeof(*p->args))))
 		goto off;
-	while (p->nt < want && plat_thread_start(&p->t[p->nt], worker, p) == 0)
+	for (int i = 0; i < want; i++)
+		p->args[i] = (worker_arg){p, i == want - 1};
+	while (p->nt < want && plat_thread_start(&p->t[p->nt], worker, &p->args[p->nt]) == 0)
 		p->nt++;
 	if (!p->nt)
 		goto off;
 	db->pool = p;
 	return p;
 off:
-	if (p && p->m && p->work && p->done) {
+	if (p && p->m && p->work && p->done && p->args) {
 		ingest_pool_free(p);
 	} else if (p) {
 		plat_cond_free(p->work);
 		plat_cond_free(p->done);
 		plat_mutex_free(p->m);
+		weft__free(p->args);
 		weft__free(p);
 	}
 	db->pool_off = 1;
@@ -277,6 +296,17 @@ int ingest_ready(ingest_job *j)
 	return ready;
 }
 
+static void lend(struct ingest_pool *p, int d)
+{
+	if (!p)
+		return;
+	plat_mutex_lock(p->m);
+	p->lent += d;
+	if (d > 0 && p->head)
+		plat_cond_broadcast(p->work);
+	plat_mutex_unlock(p->m);
+}
+
 /* Checks what nobody has taken yet, then waits for the rest. */
 static void job_wait(ingest_job *j)
 {
@@ -346,8 +376,12 @@ int ingest_finish(ingest_job *j, int *result)
 		if (rc == 0)
 			result[i] = (int)status;
 	}
-	if (rc == 0)
+	if (rc == 0) {
+		/* The commit waits for the disk: lend this processor. */
+		lend(db->pool, 1);
 		rc = store_commit_events(db);
+		lend(db->pool, -1);
+	}
 	job_free(j);
 	if (rc < 0) {
 		store_rollback(db);
