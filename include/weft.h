@@ -601,7 +601,7 @@ typedef struct weft_session_options {
 	size_t nscopes;
 	uint32_t max_frame;          /* largest frame accepted or sent (0: 1 MiB, or more so the largest
 	                                event the store accepts fits; >= 64 KiB) */
-	uint32_t batch_events;       /* events per batch (0: 1024) */
+	uint32_t batch_events;       /* events per batch (0: 2048) */
 	uint64_t idle_timeout_ms;    /* fail when the peer is silent this long (0: 60 s) */
 	weft_authorize_fn authorize; /* NULL: the peer may read and write every scope */
 	void *authorize_payload;

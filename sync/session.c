@@ -31,7 +31,7 @@
 #include "sync/negentropy.h"
 #include "sync/session.h"
 
-#define BATCH_DEFAULT 1024
+#define BATCH_DEFAULT 2048
 #define BATCH_MAX 4096
 #define WINDOW 2                  /* unacknowledged EVENTS frames in flight */
 /* Received batches held unacknowledged while being checked: one is stored
