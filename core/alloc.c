@@ -1,26 +1,29 @@
 #include "alloc.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
-static unsigned long fail_at;
-static unsigned long counter;
+/* Atomic: the verifier threads (core/ingest.c) allocate too. */
+static _Atomic unsigned long fail_at;
+static _Atomic unsigned long counter;
 
 static int should_fail(void)
 {
-	counter++;
-	return fail_at != 0 && counter >= fail_at;
+	unsigned long c = atomic_fetch_add_explicit(&counter, 1, memory_order_relaxed) + 1;
+	unsigned long at = atomic_load_explicit(&fail_at, memory_order_relaxed);
+	return at != 0 && c >= at;
 }
 
 void alloc_fail_after(unsigned long n)
 {
-	fail_at = n;
-	counter = 0;
+	atomic_store(&fail_at, n);
+	atomic_store(&counter, 0);
 }
 
 unsigned long alloc_count(void)
 {
-	return counter;
+	return atomic_load(&counter);
 }
 
 void *weft__malloc(size_t n)

@@ -374,32 +374,15 @@ int buckets_scan(weft_db *db, const char *const *scopes, size_t n, bucket_cb cb,
 	return out;
 }
 
-int buckets_read_begin(weft_db *db, int *began)
-{
-	*began = 0;
-	if (!sqlite3_get_autocommit(db->sql))
-		return WEFT_OK;
-	int rc = store_exec(db, "BEGIN", "starting a read transaction");
-	if (rc == WEFT_OK)
-		*began = 1;
-	return rc;
-}
-
-void buckets_read_end(weft_db *db, int began)
-{
-	if (began)
-		sqlite3_exec(db->sql, "COMMIT", NULL, NULL, NULL);
-}
-
 int buckets_verify(weft_db *db)
 {
 	int ok = 0, began, rc = buckets_available(db);
 	if (rc <= 0)
 		return rc; /* an older read-only store: sessions list events instead */
-	if ((rc = buckets_read_begin(db, &began)) < 0)
+	if ((rc = store_read_begin(db, &began)) < 0)
 		return rc;
 	rc = buckets_check(db, &ok);
-	buckets_read_end(db, began);
+	store_read_end(db, began);
 	if (rc < 0 || ok)
 		return rc;
 	if (db->readonly)

@@ -56,9 +56,5 @@ int buckets_check(weft_db *db, int *ok);
  * with the events (WEFT_ECORRUPT if it does and the store is read-only). */
 int buckets_verify(weft_db *db);
 
-/* A read transaction for a consistent view (no-op inside a transaction);
- * buckets_read_end(db, began) ends what buckets_read_begin began. */
-int buckets_read_begin(weft_db *db, int *began);
-void buckets_read_end(weft_db *db, int began);
 
 #endif

@@ -7,6 +7,7 @@
 #include "core/alloc.h"
 #include "core/buckets.h"
 #include "core/hlc.h"
+#include "core/ingest.h"
 #include "core/project.h"
 #include "core/store.h"
 #include "platform/platform.h"
@@ -175,6 +176,7 @@ static int self_ref(weft_db *db)
 
 static void db_free(weft_db *db)
 {
+	ingest_pool_free(db->pool);
 	project_unload(db);
 	for (int i = 0; i < STMT__COUNT; i++)
 		sqlite3_finalize(db->stmts[i]);
@@ -491,141 +493,7 @@ fail:
 	return rc;
 }
 
-/* ---------------------------------------------------------------- ingest */
-
-/* Decodes and checks one remote event; on failure records why in err. */
-static int check_remote(struct weft_event **out, const weft_db *db, const weft_bytes *b, uint64_t wall,
-                        weft_err *err)
-{
-	int rc = codec_event_decode(out, b->data, b->len, db->max_payload, err);
-	if (rc < 0)
-		return rc;
-	if ((rc = codec_event_verify_sig(*out, err)) < 0)
-		goto bad;
-	if (hlc_too_far_ahead((*out)->hlc, wall, db->max_drift_ms)) {
-		char h[16];
-		rc = err_set(err, WEFT_EFUTURE, "event %s is stamped %llu ms ahead of this device's clock "
-		             "(limit %llu ms): refused; check the clock of its author or of this device",
-		             err_short_hex(h, (*out)->id.bytes),
-		             (unsigned long long)((*out)->hlc >> 16) - (unsigned long long)wall,
-		             (unsigned long long)db->max_drift_ms);
-		goto bad;
-	}
-	return WEFT_OK;
-bad:
-	codec_event_free(*out);
-	*out = NULL;
-	return rc;
-}
-
-/* Verification of a slice of a batch; two of these run in parallel. */
-typedef struct verify_job {
-	const weft_db *db;
-	const weft_bytes *events;
-	struct weft_event **evs;
-	int *result;
-	size_t lo, hi;
-	uint64_t wall;
-	size_t first_bad; /* index of the first refusal in the slice, or hi */
-	weft_err err;     /* its message */
-} verify_job;
-
-static void *verify_slice(void *arg)
-{
-	verify_job *j = arg;
-	j->first_bad = j->hi;
-	err_clear(&j->err);
-	for (size_t i = j->lo; i < j->hi; i++) {
-		weft_err e;
-		j->result[i] = check_remote(&j->evs[i], j->db, &j->events[i], j->wall, &e);
-		if (j->result[i] < 0 && j->first_bad == j->hi) {
-			j->first_bad = i;
-			j->err = e;
-		}
-	}
-	return NULL;
-}
-
-/* Batches at least this large verify signatures on two threads. */
-#define PARALLEL_VERIFY_MIN 32
-
-int weft_db_ingest_batch(int *result, weft_db *db, const weft_bytes *events, size_t n)
-{
-	if (!db)
-		return err_set(NULL, WEFT_EINVAL, "weft_db_ingest_batch: db must not be NULL");
-	if (!result || (!events && n))
-		return err_set(&db->err, WEFT_EINVAL, "weft_db_ingest_batch: result and events must not be NULL");
-	if (db->readonly)
-		return err_set(&db->err, WEFT_EPERM, "the store was opened read-only; reopen it without WEFT_OPEN_READONLY to ingest");
-	struct weft_event **evs = weft__calloc(n ? n : 1, sizeof(*evs));
-	if (!evs)
-		return err_set(&db->err, WEFT_ENOMEM, "out of memory ingesting %zu events", n);
-
-	/* Verify first, outside the write lock; signatures dominate the cost. */
-	uint64_t wall = store_wall_ms(db);
-	verify_job jobs[2] = {{db, events, evs, result, 0, n, wall, 0, {0, ""}},
-	                      {db, events, evs, result, n, n, wall, 0, {0, ""}}};
-	plat_thread *worker = NULL;
-	if (n >= PARALLEL_VERIFY_MIN) {
-		jobs[0].hi = jobs[1].lo = n / 2;
-		if (plat_thread_start(&worker, verify_slice, &jobs[1]) < 0) {
-			jobs[0].hi = n; /* no thread: do it all here */
-			jobs[1].lo = n;
-		}
-	}
-	verify_slice(&jobs[0]);
-	if (worker)
-		plat_thread_join(worker);
-	else if (jobs[1].lo < jobs[1].hi)
-		verify_slice(&jobs[1]);
-	weft_err first_refusal;
-	err_clear(&first_refusal);
-	const verify_job *bad = jobs[0].first_bad < jobs[0].hi ? &jobs[0] : jobs[1].first_bad < jobs[1].hi ? &jobs[1] : NULL;
-	if (bad)
-		err_set(&first_refusal, bad->err.code, "event %zu of the batch refused: %s", bad->first_bad, bad->err.msg);
-
-	/* Accepted stamps advance the clock by being stored (store_hlc_get). */
-	int rc = store_begin(db);
-	for (size_t i = 0; rc == 0 && i < n; i++) {
-		if (!evs[i])
-			continue;
-		weft_ingest_status status;
-		rc = store_insert_event(db, evs[i], &status);
-		if (rc == 0)
-			result[i] = (int)status;
-	}
-	if (rc == 0)
-		rc = store_commit_events(db);
-	for (size_t i = 0; i < n; i++)
-		codec_event_free(evs[i]);
-	weft__free(evs);
-	if (rc < 0) {
-		store_rollback(db);
-		for (size_t i = 0; i < n; i++)
-			if (result[i] >= 0)
-				result[i] = rc;
-		return rc;
-	}
-	if (first_refusal.code)
-		err_copy(&db->err, &first_refusal);
-	else
-		err_clear(&db->err);
-	return WEFT_OK;
-}
-
-int weft_db_ingest(weft_ingest_status *status, weft_db *db, const void *bytes, size_t len)
-{
-	weft_bytes b = {bytes, len};
-	int result = WEFT_ERROR;
-	int rc = weft_db_ingest_batch(&result, db, &b, 1);
-	if (rc < 0)
-		return rc;
-	if (result < 0)
-		return result;
-	if (status)
-		*status = (weft_ingest_status)result;
-	return WEFT_OK;
-}
+/* ingest: core/ingest.c */
 
 /* ------------------------------------------------------------------ read */
 

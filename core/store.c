@@ -156,6 +156,23 @@ void store_rollback(weft_db *db)
 		sqlite3_exec(db->sql, "ROLLBACK", NULL, NULL, NULL);
 }
 
+int store_read_begin(weft_db *db, int *began)
+{
+	*began = 0;
+	if (!sqlite3_get_autocommit(db->sql))
+		return WEFT_OK;
+	int rc = store_exec(db, "BEGIN", "starting a read transaction");
+	if (rc == WEFT_OK)
+		*began = 1;
+	return rc;
+}
+
+void store_read_end(weft_db *db, int began)
+{
+	if (began && !sqlite3_get_autocommit(db->sql) && sqlite3_exec(db->sql, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+		sqlite3_exec(db->sql, "ROLLBACK", NULL, NULL, NULL);
+}
+
 uint64_t store_wall_ms(weft_db *db)
 {
 	return db->clock ? db->clock(db->clock_payload) : plat_wall_ms();

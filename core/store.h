@@ -97,6 +97,8 @@ struct weft_db {
 	uint64_t txn_changes;    /* rows changed in the open transaction */
 	weft_commit_cb on_commit;
 	void *on_commit_payload;
+	struct ingest_pool *pool; /* verifier threads (core/ingest.c), or NULL */
+	int pool_off;             /* none could be started: check inline */
 };
 
 /* A prepared, reset statement from the handle's cache. */
@@ -110,6 +112,12 @@ int store_exec(weft_db *db, const char *sql, const char *doing);
 int store_begin(weft_db *db);
 int store_commit(weft_db *db);
 void store_rollback(weft_db *db);
+
+/* A read transaction around many reads: one snapshot and one lock
+ * instead of one per statement. Does nothing (*began = 0) inside a
+ * transaction already; store_read_end(db, began) ends what it began. */
+int store_read_begin(weft_db *db, int *began);
+void store_read_end(weft_db *db, int began);
 
 uint64_t store_wall_ms(weft_db *db);
 /* The clock's last value: the newest stored stamp (inside a transaction,

@@ -601,7 +601,7 @@ typedef struct weft_session_options {
 	size_t nscopes;
 	uint32_t max_frame;          /* largest frame accepted or sent (0: 1 MiB, or more so the largest
 	                                event the store accepts fits; >= 64 KiB) */
-	uint32_t batch_events;       /* events per batch (0: 256) */
+	uint32_t batch_events;       /* events per batch (0: 2048) */
 	uint64_t idle_timeout_ms;    /* fail when the peer is silent this long (0: 60 s) */
 	weft_authorize_fn authorize; /* NULL: the peer may read and write every scope */
 	void *authorize_payload;
@@ -624,6 +624,8 @@ typedef struct weft_session_stats {
  * ready in the output at once. opts may be NULL. */
 WEFT_EXTERN int weft_session_new(weft_session **out, weft_db *db, weft_role role,
                                  const weft_session_options *opts);
+/* Frees a session; events of batches it received whole but had not yet
+ * stored are stored first (not acknowledged), as after a cut connection. */
 WEFT_EXTERN void weft_session_free(weft_session *s);
 
 /*
@@ -635,7 +637,12 @@ WEFT_EXTERN void weft_session_free(weft_session *s);
  * store errors. Committed events stay committed.
  */
 WEFT_EXTERN int weft_session_feed(weft_session *s, const void *bytes, size_t len, uint64_t now_ms);
-/* Pending output (borrowed, valid until the next call); *len 0 when none. */
+/* Pending output (borrowed, valid until the next call); *len 0 when none.
+ * Received batches are checked on the store's verifier threads while the
+ * session goes on; when there is nothing else to send, this call first
+ * stores the oldest one held (waiting for its checks) and its
+ * acknowledgement becomes the output. Check the state afterwards: storing
+ * can fail the session (a refused event), like weft_session_feed. */
 WEFT_EXTERN void weft_session_output(weft_session *s, const void **bytes, size_t *len);
 /* Marks n bytes of the output as sent. */
 WEFT_EXTERN void weft_session_consume(weft_session *s, size_t n);

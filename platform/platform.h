@@ -66,5 +66,14 @@ int plat_mutex_new(plat_mutex **m);
 void plat_mutex_lock(plat_mutex *m);
 void plat_mutex_unlock(plat_mutex *m);
 void plat_mutex_free(plat_mutex *m);
+/* Condition variable used with a plat_mutex (spurious wake-ups possible). */
+typedef struct plat_cond plat_cond;
+int plat_cond_new(plat_cond **c);
+void plat_cond_wait(plat_cond *c, plat_mutex *m);
+void plat_cond_signal(plat_cond *c);
+void plat_cond_broadcast(plat_cond *c);
+void plat_cond_free(plat_cond *c);
+/* Processors online (at least 1). */
+int plat_cpu_count(void);
 
 #endif

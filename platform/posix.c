@@ -492,3 +492,49 @@ void plat_mutex_free(plat_mutex *m)
 	pthread_mutex_destroy(&m->m);
 	weft__free(m);
 }
+
+struct plat_cond {
+	pthread_cond_t c;
+};
+
+int plat_cond_new(plat_cond **c)
+{
+	*c = weft__malloc(sizeof(**c));
+	if (!*c)
+		return WEFT_ENOMEM;
+	if (pthread_cond_init(&(*c)->c, NULL) != 0) {
+		weft__free(*c);
+		*c = NULL;
+		return WEFT_ENOMEM;
+	}
+	return 0;
+}
+
+void plat_cond_wait(plat_cond *c, plat_mutex *m)
+{
+	pthread_cond_wait(&c->c, &m->m);
+}
+
+void plat_cond_signal(plat_cond *c)
+{
+	pthread_cond_signal(&c->c);
+}
+
+void plat_cond_broadcast(plat_cond *c)
+{
+	pthread_cond_broadcast(&c->c);
+}
+
+void plat_cond_free(plat_cond *c)
+{
+	if (!c)
+		return;
+	pthread_cond_destroy(&c->c);
+	weft__free(c);
+}
+
+int plat_cpu_count(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n < 1 ? 1 : n > 64 ? 64 : (int)n;
+}

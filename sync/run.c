@@ -10,6 +10,7 @@
 #include "core/trust.h"
 #include "platform/platform.h"
 #include "sync/frame.h"
+#include "sync/session.h"
 
 #define RECV_CHUNK (64u << 10)
 #define SLICE_MS 250
@@ -250,6 +251,8 @@ int weft_sync_conn(weft_session_stats *stats, weft_db *db, const weft_transport 
 			last_progress = now;
 		}
 	}
+	/* A broken connection: keep the batches fully received. */
+	session_settle(s);
 	weft_session_stats ss;
 	weft_session_stats_get(&ss, s);
 	if (weft_session_state_get(s) == WEFT_SESSION_FAILED) {

@@ -27,15 +27,20 @@
 #include "core/alloc.h"
 #include "core/buckets.h"
 #include "core/codec.h"
+#include "core/ingest.h"
 #include "core/store.h"
 #include "platform/platform.h"
 #include "sync/frame.h"
 #include "sync/neg_view.h"
 #include "sync/negentropy.h"
+#include "sync/session.h"
 
-#define BATCH_DEFAULT 256
+#define BATCH_DEFAULT 2048
 #define BATCH_MAX 4096
 #define WINDOW 2                  /* unacknowledged EVENTS frames in flight */
+/* Received batches held unacknowledged while being checked: one is stored
+ * while the next is checked on the verifier threads. */
+#define RX_MAX 2
 #define WANT_IDS_MAX 4096         /* ids per WANT frame */
 #define SENDQ_MAX (1u << 16)      /* queued ids; a peer asking more breaks protocol */
 /* Largest reconciliation message, whatever the frame limit: one round then
@@ -56,6 +61,16 @@ typedef struct qitem {
 	unsigned char id[32];
 	uint8_t want_end; /* server: a WANT ends after this entry */
 } qitem;
+
+/* A received batch: checked on the verifier threads, then stored and
+ * acknowledged in arrival order. */
+typedef struct rx_batch {
+	ingest_job *job;   /* NULL when every event was refused up front */
+	int *result;
+	uint32_t refused;  /* refused before checking (scope permissions) */
+	int why_code;
+	char why[WEFT_ERRMSG_LEN];
+} rx_batch;
 
 typedef struct scope_grant {
 	char name[WEFT_SCOPE_MAX + 1];
@@ -103,6 +118,9 @@ struct weft_session {
 	size_t hmask;
 	unsigned char hkey[crypto_shorthash_KEYBYTES];
 	uint32_t unacked;
+	rx_batch rx[RX_MAX]; /* oldest first */
+	size_t nrx;
+	int settling;
 	uint64_t outstanding_wants; /* client: WANT frames not yet answered */
 	/* Work a peer can make us do is bounded by what honest peers need. */
 	uint64_t neg_rounds, max_rounds; /* reconciliation messages handled */
@@ -118,10 +136,17 @@ struct weft_session {
 static int session_fail(weft_session *s, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
+static void rx_settle(weft_session *s);
+static void rx_drop(weft_session *s);
+static int rx_finish(weft_session *s);
+
 static int session_fail(weft_session *s, int code, const char *fmt, ...)
 {
 	if (s->state == WEFT_SESSION_FAILED)
 		return s->stats.result;
+	/* Batches received before the failure are stored as they would have
+	 * been had they been stored on arrival (not acknowledged). */
+	rx_settle(s);
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(s->errmsg, sizeof(s->errmsg), fmt, ap);
@@ -420,6 +445,9 @@ void weft_session_free(weft_session *s)
 {
 	if (!s)
 		return;
+	/* A cut connection leaves the store with the batches fully received
+	 * (docs/PROTOCOL.md §10): store what is held. */
+	rx_settle(s);
 	neg_reconciler_free(s->neg);
 	neg_set_free(s->set);
 	neg_view_free(s->view);
@@ -450,14 +478,11 @@ static size_t items_count(const weft_session *s)
  * and fresh bucket summaries (events stored since are seen next call). */
 static int view_begin(weft_session *s, int *began)
 {
-	*began = 0;
-	if (!s->view)
-		return WEFT_OK;
-	int rc = buckets_read_begin(s->db, began);
-	if (rc == WEFT_OK)
+	int rc = store_read_begin(s->db, began);
+	if (rc == WEFT_OK && s->view)
 		rc = neg_view_refresh(s->view);
 	if (rc < 0) {
-		buckets_read_end(s->db, *began);
+		store_read_end(s->db, *began);
 		*began = 0;
 	}
 	return rc;
@@ -465,7 +490,7 @@ static int view_begin(weft_session *s, int *began)
 
 static void view_end(weft_session *s, int began)
 {
-	buckets_read_end(s->db, began);
+	store_read_end(s->db, began);
 }
 
 /* A reconciler call failed: the peer's message, or reading our store. */
@@ -591,8 +616,16 @@ static int on_neg(weft_session *s, const frame *f)
 		                    "(at most %llu are needed for %zu events); ending the session",
 		                    (unsigned long long)s->neg_rounds, (unsigned long long)s->max_rounds,
 		                    items_count(s));
-	int began, rc = view_begin(s, &began);
-	if (rc < 0)
+	int began, rc;
+	/* Client: what the last round's WANTs brought is stored first (a
+	 * write, so before the read transaction), and on_diff does not ask
+	 * for it again. */
+	if (s->role == WEFT_ROLE_CLIENT && s->neg_waiting)
+		while (s->nrx)
+			if ((rc = rx_finish(s)) < 0)
+				return rc;
+	/* One read transaction for the step, view and on_diff lookups. */
+	if ((rc = view_begin(s, &began)) < 0)
 		return neg_failed(s, rc);
 	if (s->role == WEFT_ROLE_SERVER) {
 		rc = neg_reconciler_reconcile(&reply, &reply_len, s->neg, f->payload, f->len, NULL, NULL);
@@ -930,6 +963,85 @@ static int on_start(weft_session *s, const frame *f)
 
 /* ------------------------------------------------------------- events */
 
+/* Stores the oldest received batch (waiting for its checks). Returns the
+ * number of new events, or why it failed in why/why_code: refusals with
+ * >= 0, a store failure with its code. */
+static int rx_store(weft_session *s, int *refused_code, char why[WEFT_ERRMSG_LEN])
+{
+	rx_batch x = s->rx[0];
+	memmove(s->rx, s->rx + 1, (s->nrx - 1) * sizeof(rx_batch));
+	s->nrx--;
+	size_t n = x.job ? ingest_count(x.job) : 0;
+	int rc = n ? ingest_finish(x.job, x.result) : WEFT_OK;
+	uint32_t fresh = 0, refused = x.refused;
+	*refused_code = x.refused ? x.why_code : 0;
+	if (x.refused)
+		memcpy(why, x.why, WEFT_ERRMSG_LEN);
+	for (size_t i = 0; rc == WEFT_OK && i < n; i++) {
+		if (x.result[i] == WEFT_INGEST_NEW || x.result[i] == WEFT_INGEST_FORK) {
+			fresh++;
+		} else if (x.result[i] < 0) {
+			if (!refused++) {
+				snprintf(why, WEFT_ERRMSG_LEN, "peer sent an invalid event: %s", weft_errmsg(s->db));
+				*refused_code = x.result[i];
+			}
+		}
+	}
+	weft__free(x.result);
+	if (rc < 0) {
+		snprintf(why, WEFT_ERRMSG_LEN, "cannot store received events: %s", weft_errmsg(s->db));
+		return rc;
+	}
+	s->stats.events_received += fresh;
+	s->stats.events_refused += (uint64_t)refused;
+	return (int)fresh;
+}
+
+static void rx_drop(weft_session *s)
+{
+	for (size_t i = 0; i < s->nrx; i++) {
+		ingest_cancel(s->rx[i].job);
+		weft__free(s->rx[i].result);
+	}
+	s->nrx = 0;
+}
+
+/* Stores the oldest received batch and acknowledges it, or fails. */
+static int rx_finish(weft_session *s)
+{
+	char why[WEFT_ERRMSG_LEN];
+	int refused_code;
+	int fresh = rx_store(s, &refused_code, why);
+	if (fresh < 0 || refused_code) {
+		/* Later batches would have come after the failure: drop them. */
+		rx_drop(s);
+		return session_fail(s, fresh < 0 ? fresh : refused_code, "%s", why);
+	}
+	size_t start = frame_begin(&s->out, FRAME_ACK);
+	frame_put_u32(&s->out, (uint32_t)fresh);
+	frame_end(&s->out, start);
+	return WEFT_OK;
+}
+
+void session_settle(weft_session *s)
+{
+	rx_settle(s);
+}
+
+/* The session is ending: store what was received, acknowledge nothing. */
+static void rx_settle(weft_session *s)
+{
+	if (s->settling)
+		return;
+	s->settling = 1;
+	while (s->nrx) {
+		char why[WEFT_ERRMSG_LEN];
+		int code;
+		rx_store(s, &code, why);
+	}
+	s->settling = 0;
+}
+
 static int on_events(weft_session *s, const frame *f)
 {
 	if (s->state != WEFT_SESSION_SYNCING)
@@ -943,18 +1055,13 @@ static int on_events(weft_session *s, const frame *f)
 	if (count == 0 || count > BATCH_MAX || (size_t)count * 4 > (size_t)(r.end - r.p))
 		return session_fail(s, WEFT_EPROTO, "peer's event batch claims %u events in %u bytes", count, f->len);
 	weft_bytes *b = weft__malloc(count * sizeof(weft_bytes));
-	int *result = weft__malloc(count * sizeof(int));
-	if (!b || !result) {
-		weft__free(b);
-		weft__free(result);
+	if (!b)
 		return oom(s);
-	}
 	/* The frame must parse completely before anything is stored. */
 	for (uint32_t i = 0; i < count; i++) {
 		unsigned char l4[4];
 		if (rd_take(&r, l4, 4) < 0 || codec_get_u32(l4) > (size_t)(r.end - r.p)) {
 			weft__free(b);
-			weft__free(result);
 			return session_fail(s, WEFT_EPROTO, "peer's event batch is malformed at event %u", i);
 		}
 		b[i].len = codec_get_u32(l4);
@@ -963,12 +1070,17 @@ static int on_events(weft_session *s, const frame *f)
 	}
 	if (r.p != r.end) {
 		weft__free(b);
-		weft__free(result);
 		return session_fail(s, WEFT_EPROTO, "peer's event batch has trailing bytes");
 	}
-	int refused = 0;
-	char why[WEFT_ERRMSG_LEN] = "";
-	int why_code = 0;
+	/* A peer ignoring the window: store what we hold first. */
+	int rc;
+	while (s->nrx >= RX_MAX)
+		if ((rc = rx_finish(s)) < 0) {
+			weft__free(b);
+			return rc;
+		}
+	rx_batch *x = &s->rx[s->nrx];
+	memset(x, 0, sizeof(*x));
 	size_t n = 0;
 	for (uint32_t i = 0; i < count; i++) {
 		/* Scope permission first: events of scopes the peer may not
@@ -978,11 +1090,11 @@ static int on_events(weft_session *s, const frame *f)
 		weft_err derr;
 		if (!s->all && codec_event_decode(&e, b[i].data, b[i].len, s->db->max_payload, &derr) == WEFT_OK) {
 			int ok = may_accept(s, e->scope);
-			if (!ok && !refused++) {
+			if (!ok && !x->refused++) {
 				char dev[WEFT_DEVICE_ID_LEN + 1];
 				weft_device_id_format(dev, s->peer);
-				snprintf(why, sizeof(why), "peer %s may not write scope %s: event refused", dev, e->scope);
-				why_code = WEFT_EPERM;
+				snprintf(x->why, sizeof(x->why), "peer %s may not write scope %s: event refused", dev, e->scope);
+				x->why_code = WEFT_EPERM;
 			}
 			codec_event_free(e);
 			if (!ok)
@@ -991,29 +1103,21 @@ static int on_events(weft_session *s, const frame *f)
 		b[n++] = b[i];
 	}
 	s->stats.events_to_fetch = s->stats.events_to_fetch > count ? s->stats.events_to_fetch - count : 0;
-	int rc = n ? weft_db_ingest_batch(result, s->db, b, n) : WEFT_OK;
-	uint32_t fresh = 0;
-	for (size_t i = 0; rc == WEFT_OK && i < n; i++) {
-		if (result[i] == WEFT_INGEST_NEW || result[i] == WEFT_INGEST_FORK) {
-			fresh++;
-		} else if (result[i] < 0) {
-			if (!refused++) {
-				snprintf(why, sizeof(why), "peer sent an invalid event: %s", weft_errmsg(s->db));
-				why_code = result[i];
-			}
-		}
-	}
+	rc = WEFT_OK;
+	if (n && !(x->result = weft__malloc(n * sizeof(int))))
+		rc = WEFT_ENOMEM;
+	else if (n)
+		rc = ingest_submit(&x->job, s->db, b, n);
 	weft__free(b);
-	weft__free(result);
-	if (rc < 0)
-		return session_fail(s, rc, "cannot store received events: %s", weft_errmsg(s->db));
-	s->stats.events_received += fresh;
-	s->stats.events_refused += (uint64_t)refused;
-	if (refused)
-		return session_fail(s, why_code, "%s", why);
-	size_t start = frame_begin(&s->out, FRAME_ACK);
-	frame_put_u32(&s->out, fresh);
-	frame_end(&s->out, start);
+	if (rc < 0) {
+		weft__free(x->result);
+		return rc == WEFT_ENOMEM ? oom(s) : session_fail(s, rc, "cannot store received events: %s", weft_errmsg(s->db));
+	}
+	s->nrx++;
+	/* Keep one batch checking while the one before is stored. */
+	while (s->nrx > 1)
+		if ((rc = rx_finish(s)) < 0)
+			return rc;
 	return WEFT_OK;
 }
 
@@ -1034,14 +1138,20 @@ static int send_batch(weft_session *s)
 	uint32_t count = 0;
 	size_t bytes = FRAME_HEADER + 4;
 	unsigned char id[32];
-	int end = 0;
+	int end = 0, began;
+	/* One snapshot (and one lock) for the whole batch. */
+	int rc = store_read_begin(s->db, &began);
+	if (rc < 0)
+		return session_fail(s, rc, "cannot read events to send: %s", weft_errmsg(s->db));
 	while (count < s->batch && sendq_peek(s, id, &end)) {
 		weft_id wid;
 		memcpy(wid.bytes, id, 32);
 		weft_event *ev = NULL;
-		int rc = weft_db_get(&ev, s->db, &wid);
-		if (rc < 0 && rc != WEFT_ENOTFOUND)
+		rc = weft_db_get(&ev, s->db, &wid);
+		if (rc < 0 && rc != WEFT_ENOTFOUND) {
+			store_read_end(s->db, began);
 			return session_fail(s, rc, "cannot read an event to send: %s", weft_errmsg(s->db));
+		}
 		size_t len = 0;
 		const void *enc = ev ? weft_event_bytes(ev, &len) : NULL;
 		if (ev && count && bytes + 4 + len > s->send_max) {
@@ -1067,6 +1177,7 @@ static int send_batch(weft_session *s)
 			send_want_end(s);
 		}
 	}
+	store_read_end(s->db, began);
 	if (count && !s->out.oom) {
 		codec_put_u32(s->out.data + count_at, count);
 		frame_end(&s->out, start);
@@ -1077,12 +1188,21 @@ static int send_batch(weft_session *s)
 	return WEFT_OK;
 }
 
+static int ingest_ready_or_null(ingest_job *j)
+{
+	return !j || ingest_ready(j);
+}
+
 /* Moves the session forward: batches, paced reconciliation, DONE. */
 static int pump(weft_session *s)
 {
 	if (s->state != WEFT_SESSION_SYNCING)
 		return s->state == WEFT_SESSION_FAILED ? s->stats.result : WEFT_OK;
 	int rc;
+	/* Received batches whose checks are done are stored now. */
+	while (s->nrx && ingest_ready_or_null(s->rx[0].job))
+		if ((rc = rx_finish(s)) < 0)
+			return rc;
 	while (!sendq_empty(s) && s->unacked < WINDOW && !s->out.oom)
 		if ((rc = send_batch(s)) < 0)
 			return rc;
@@ -1096,7 +1216,7 @@ static int pump(weft_session *s)
 			s->neg_next = NULL;
 			s->neg_waiting = 1;
 		}
-		if (s->neg_done && !s->sent_done && sendq_empty(s) && !s->unacked && !s->outstanding_wants) {
+		if (s->neg_done && !s->sent_done && sendq_empty(s) && !s->unacked && !s->outstanding_wants && !s->nrx) {
 			size_t d = frame_begin(&s->out, FRAME_DONE);
 			frame_end(&s->out, d);
 			s->sent_done = 1;
@@ -1105,7 +1225,7 @@ static int pump(weft_session *s)
 			s->state = WEFT_SESSION_DONE;
 			s->stats.result = WEFT_OK;
 		}
-	} else if (s->peer_done && !s->sent_done && sendq_empty(s) && !s->unacked) {
+	} else if (s->peer_done && !s->sent_done && sendq_empty(s) && !s->unacked && !s->nrx) {
 		size_t d = frame_begin(&s->out, FRAME_DONE);
 		frame_end(&s->out, d);
 		s->sent_done = 1;
@@ -1182,6 +1302,7 @@ static int on_frame(weft_session *s, const frame *f)
 		}
 		msg[n] = '\0';
 		/* No error frame back: the peer has already given up. */
+		rx_settle(s);
 		snprintf(s->errmsg, sizeof(s->errmsg), "peer ended the session: %s", msg);
 		s->state = WEFT_SESSION_FAILED;
 		s->stats.result = code;
@@ -1249,9 +1370,23 @@ int weft_session_feed(weft_session *s, const void *bytes, size_t len, uint64_t n
 	return pump(s);
 }
 
+/* Part of a frame has arrived, the rest is on its way. */
+static int mid_frame(const frame_reader *r)
+{
+	return r->have_hdr && !(r->have_hdr == FRAME_HEADER && r->have == r->len);
+}
+
 void weft_session_output(weft_session *s, const void **bytes, size_t *len)
 {
 	static const unsigned char none[1];
+	/* Nothing to send: the driver will wait for the peer, which may be
+	 * waiting for our acknowledgement. Store the oldest received batch
+	 * now, unless a frame is on its way that will wake us: more of a
+	 * frame, or (client) the next batch of a WANT not yet ended, which the
+	 * server's window lets it send while we hold one. */
+	if (!frame_pending(&s->out) && s->nrx && s->state == WEFT_SESSION_SYNCING && !mid_frame(&s->rd) &&
+	    !(s->role == WEFT_ROLE_CLIENT && s->outstanding_wants && s->nrx < WINDOW) && rx_finish(s) == WEFT_OK)
+		pump(s);
 	*len = frame_pending(&s->out);
 	*bytes = *len ? s->out.data + s->out.sent : none;
 }

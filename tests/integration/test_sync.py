@@ -189,9 +189,9 @@ class Tamper(WeftTest):
         sent_ids = set(sender.ids())
         own_ids = set(receiver.ids())
         s = self.serve(a)
-        # The 20th large record (of about 60): past the reconciliation
-        # messages and a few batches of events.
-        proxy = self.proxy(s.addr, flip=(direction, 20, 8000))
+        # The 45th large record (of about 60): past the reconciliation
+        # messages and a batch of events (of 2048, about 37 records).
+        proxy = self.proxy(s.addr, flip=(direction, 45, 8000))
         p = b.sync(proxy.addr)
         self.assertTrue(proxy.flipped.is_set(), "the proxy never saw a record to corrupt")
         self.assertNotEqual(p.returncode, 0, p.stdout)
@@ -228,8 +228,8 @@ class Kill(WeftTest):
     """kill -9 of either side mid-sync, then a new sync completes: nothing
     lost (the union of both logs), no duplicates, both stores verify."""
 
-    N = 3000
-    RATE = 200_000  # bytes/s through the proxy: the sync takes seconds
+    N = 12000       # six batches of 2048 each way
+    RATE = 800_000  # bytes/s through the proxy: the sync takes seconds
 
     def run_kill(self, victim):
         a, b = self.device("a"), self.device("b")

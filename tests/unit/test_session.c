@@ -979,6 +979,126 @@ static void test_session_invalid_event_fails_the_session_but_keeps_valid_ones(vo
 	weft_db_close(b);
 }
 
+/* The frames of a session's output: types and, for ACKs, their counts. */
+static size_t output_frames(weft_session *s, uint8_t *types, uint32_t *acks, size_t max)
+{
+	const void *out;
+	size_t len, n = 0, off = 0;
+	weft_session_output(s, &out, &len);
+	const unsigned char *p = out;
+	while (off + FRAME_HEADER <= len && n < max) {
+		uint32_t fl = codec_get_u32(p + off + 1);
+		types[n] = p[off];
+		acks[n] = p[off] == FRAME_ACK ? codec_get_u32(p + off + FRAME_HEADER) : 0;
+		n++;
+		off += FRAME_HEADER + fl;
+	}
+	assert_int_equal(off, len);
+	return n;
+}
+
+/*
+ * Batches large enough for the verifier threads: the receiver checks one
+ * while it stores the one before, and acknowledges each after its commit,
+ * in order. A refusal keeps the valid events of its batch and of earlier
+ * ones; a batch that arrived after the refused one is not stored.
+ */
+static void test_session_pipelined_batches(void **state)
+{
+	fixture *f = *state;
+	weft_db *a = tu_open(f->dir, "a.db", &f->clock, 1);
+	enum { PER = 40, NB = 3 };
+	append_n(a, &f->clock, PER * NB, "home");
+	weft_event *ev[PER * NB];
+	weft_iter *it;
+	tu_ok(a, weft_db_iter(&it, a, NULL));
+	for (int i = 0; i < PER * NB; i++) {
+		const weft_event *e;
+		tu_ok(a, weft_iter_next(&e, it));
+		size_t len;
+		const void *b = weft_event_bytes(e, &len);
+		tu_ok(a, weft_event_decode(&ev[i], b, len, 0));
+	}
+	weft_iter_free(it);
+	unsigned char *buf = malloc(NB * 64 * 1024);
+	/* bad: which batch holds an altered event (-1: none) */
+	for (int bad = -1; bad < NB; bad++) {
+		char name[16];
+		snprintf(name, sizeof(name), "c%d.db", bad + 1);
+		weft_db *c = tu_open(f->dir, name, &f->clock, 3 + bad + 1);
+		weft_session *cl, *s = server_syncing(a, c, &cl, NULL, NULL);
+		size_t n = 0;
+		for (int k = 0; k < NB; k++) {
+			int flips[PER];
+			for (int i = 0; i < PER; i++)
+				flips[i] = k == bad && i == 7 ? 40 : -1;
+			n += events_frame(buf + n, (const weft_event *const *)ev + k * PER, flips, PER);
+		}
+		int rc = weft_session_feed(s, buf, n, 1);
+		/* What the driver sends, until nothing more comes: the last
+		 * batch is stored once the driver has sent the rest and asks
+		 * for more output. */
+		uint8_t types[8];
+		uint32_t acks[8];
+		size_t nf = 0, more;
+		do {
+			more = output_frames(s, types + nf, acks + nf, 8 - nf);
+			nf += more;
+			const void *out;
+			size_t len;
+			weft_session_output(s, &out, &len);
+			weft_session_consume(s, len);
+		} while (more && nf < 8);
+		weft_session_stats st;
+		weft_session_stats_get(&st, s);
+		for (int i = 0; i < (bad < 0 ? NB : bad); i++) {
+			assert_int_equal(types[i], FRAME_ACK);
+			assert_int_equal(acks[i], PER);
+		}
+		if (bad < 0) {
+			assert_int_equal(rc, WEFT_OK);
+			assert_int_equal(nf, NB);
+			assert_int_equal(st.events_received, PER * NB);
+			assert_int_equal(events(c), PER * NB);
+		} else {
+			/* The refusal shows when its batch is stored: during
+			 * the feed, or when the driver next asks for output. */
+			assert_true(rc == WEFT_OK || rc == WEFT_EAUTH);
+			assert_int_equal(weft_session_state_get(s), WEFT_SESSION_FAILED);
+			assert_int_equal(st.result, WEFT_EAUTH);
+			assert_non_null(strstr(weft_session_errmsg(s), "invalid event"));
+			assert_int_equal(nf, (size_t)bad + 1);
+			assert_int_equal(types[bad], FRAME_ERROR);
+			assert_int_equal(st.events_received, (uint64_t)bad * PER + PER - 1);
+			assert_int_equal(st.events_refused, 1);
+			assert_int_equal(events(c), (uint64_t)bad * PER + PER - 1);
+			/* Nothing of a later batch. */
+			if (bad + 1 < NB) {
+				weft_event *got;
+				assert_int_equal(weft_db_get(&got, c, weft_event_id(ev[(bad + 1) * PER])), WEFT_ENOTFOUND);
+			}
+		}
+		verify_ok(c);
+		weft_session_free(s);
+		weft_session_free(cl);
+		weft_db_close(c);
+	}
+	/* A session freed with a batch still being checked stores nothing of
+	 * it and leaks nothing. */
+	weft_db *c = tu_open(f->dir, "z.db", &f->clock, 9);
+	weft_session *cl, *s = server_syncing(a, c, &cl, NULL, NULL);
+	size_t n = events_frame(buf, (const weft_event *const *)ev, NULL, PER);
+	assert_int_equal(weft_session_feed(s, buf, n, 1), WEFT_OK);
+	weft_session_free(s);
+	weft_session_free(cl);
+	assert_true(events(c) == 0 || events(c) == PER);
+	weft_db_close(c);
+	free(buf);
+	for (int i = 0; i < PER * NB; i++)
+		weft_event_free(ev[i]);
+	weft_db_close(a);
+}
+
 static void test_session_idle_timeout(void **state)
 {
 	fixture *f = *state;
@@ -1350,6 +1470,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_session_refuses_events_out_of_turn, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_session_invalid_event_fails_the_session_but_keeps_valid_ones, setup,
 		                                teardown),
+		cmocka_unit_test_setup_teardown(test_session_pipelined_batches, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_session_idle_timeout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_session_client_scope_subset, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_session_converges_with_differing_buckets, setup, teardown),
