@@ -12,11 +12,9 @@
 
 const char project_schema_sql[] =
 	"CREATE TABLE weft_schema(version INTEGER PRIMARY KEY, ddl TEXT NOT NULL);"
-	/* Merge state per derived row (tbl: the table's index in the current
-	 * schema): the stamps deciding the row and the events that touched it
-	 * (core/project.c, "one row"); older history entries in chunks. */
-	"CREATE TABLE weft_clock(tbl INTEGER NOT NULL, pk NOT NULL, state BLOB NOT NULL,"
-	"  PRIMARY KEY(tbl, pk)) WITHOUT ROWID;"
+	/* Older history entries of the rows' merge state (tables
+	 * "weft_clock:<table>", see "one row"); tbl is the table's index in
+	 * the current schema. */
 	"CREATE TABLE weft_clock_hist(tbl INTEGER NOT NULL, pk NOT NULL, chunk INTEGER NOT NULL,"
 	"  ns BLOB NOT NULL, PRIMARY KEY(tbl, pk, chunk)) WITHOUT ROWID;"
 	/* The event that took effect for each (scope, idempotency key). */
@@ -38,7 +36,7 @@ const char project_schema_sql[] =
  * (it swaps the cache several times) and keeps SQL parsing off the per-event
  * path.
  */
-enum { TS_UPSERT, TS_UPDATE, TS_DELETE, TS_SELECT, TS__COUNT };
+enum { TS_UPSERT, TS_UPDATE, TS_DELETE, TS_CLOCK_GET, TS_CLOCK_SET, TS_SELECT, TS__COUNT };
 enum { CS_GET, CS_SET, CS_DEL, CS_RANK, CS_HOLDERS, CS_SETCOL, CS_CLEARCOL, CS__COUNT };
 enum {
 	GS_CONSUMERS,
@@ -48,9 +46,6 @@ enum {
 	GS_CHANGE_CLEAR,
 	GS_CONFLICT_CLEAR,
 	GS_CONFLICT_ADD,
-	GS_CLOCK_GET,
-	GS_CLOCK_SET,
-	GS_CLOCK_ALL,
 	GS_HIST_GET,
 	GS_HIST_SET,
 	GS_HIST_ALL,
@@ -69,9 +64,6 @@ static const char *const gs_sql[GS__COUNT] = {
 	[GS_CONFLICT_CLEAR] = "DELETE FROM weft_conflict WHERE tbl = ?1 AND col = ?2 AND value = ?3",
 	[GS_CONFLICT_ADD] = "INSERT OR REPLACE INTO weft_conflict(tbl, col, loser_pk, value, winner_pk, loser_event) "
 	                    "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-	[GS_CLOCK_GET] = "SELECT state FROM weft_clock WHERE tbl = ?1 AND pk = ?2",
-	[GS_CLOCK_SET] = "INSERT OR REPLACE INTO weft_clock(tbl, pk, state) VALUES (?1, ?2, ?3)",
-	[GS_CLOCK_ALL] = "SELECT tbl, pk, state FROM weft_clock",
 	[GS_HIST_GET] = "SELECT chunk, ns FROM weft_clock_hist WHERE tbl = ?1 AND pk = ?2 ORDER BY chunk",
 	[GS_HIST_SET] = "INSERT OR REPLACE INTO weft_clock_hist(tbl, pk, chunk, ns) VALUES (?1, ?2, ?3, ?4)",
 	[GS_HIST_ALL] = "SELECT tbl, pk, ns FROM weft_clock_hist",
@@ -137,7 +129,7 @@ struct proj_cache {
 	size_t nslots, nrows;
 	struct ablk *arena;
 	size_t arena_bytes;
-	int clock_empty; /* weft_clock is empty (a rebuild's first batch) */
+	int clock_empty; /* the clock tables are empty (a rebuild's first batch) */
 	unsigned char *enc; /* encoding buffer */
 	size_t enccap;
 	/* A bind that failed (copying text or a blob can run out of memory):
@@ -246,6 +238,8 @@ static int prep(weft_db *db, sqlite3_stmt **st, sqlbuf *b)
 
 /* Claim tables record, per UNIQUE column, the value each row claims. */
 #define CLAIM "\"weft_claim:%s.%s\""
+/* Clock tables hold each row's merge state (see "one row"). */
+#define CLOCK "\"weft_clock:%s\""
 
 /* An empty cache shaped for db->schema (which may be NULL), replacing any
  * cache made for another schema. */
@@ -353,6 +347,16 @@ static sqlite3_stmt **table_stmts(weft_db *db, int ti)
 		return NULL;
 	weft__free(b.s);
 	memset(&b, 0, sizeof(b));
+	sb_add(&b, "SELECT state FROM " CLOCK " WHERE pk = ?1", t->lname);
+	if (!pt->ts[TS_CLOCK_GET] && (rc = prep(db, &pt->ts[TS_CLOCK_GET], &b)) < 0)
+		return NULL;
+	weft__free(b.s);
+	memset(&b, 0, sizeof(b));
+	sb_add(&b, "INSERT OR REPLACE INTO " CLOCK "(pk, state) VALUES (?1, ?2)", t->lname);
+	if (!pt->ts[TS_CLOCK_SET] && (rc = prep(db, &pt->ts[TS_CLOCK_SET], &b)) < 0)
+		return NULL;
+	weft__free(b.s);
+	memset(&b, 0, sizeof(b));
 	sb_add(&b, "SELECT ");
 	for (int k = 0; k < t->ncols; k++)
 		sb_add(&b, "%s\"%s\"", k ? "," : "", t->cols[k].name);
@@ -442,7 +446,12 @@ static int create_tables(weft_db *db)
 			sb_add(&b, "%s\"%s\" %s%s%s%s", k ? ", " : "", c->name, schema_type_sql(c->type),
 			       c->pk ? " PRIMARY KEY" : "", c->unique ? " UNIQUE" : "", c->notnull ? " NOT NULL" : "");
 		}
-		sb_add(&b, ") WITHOUT ROWID;");
+		/* An INTEGER key is the rowid: cheaper to find than a key in a
+		 * WITHOUT ROWID b-tree. */
+		int rowid = t->cols[t->pk].type == WEFT_INTEGER;
+		sb_add(&b, ")%s;", rowid ? "" : " WITHOUT ROWID");
+		sb_add(&b, "CREATE TABLE " CLOCK "(pk %s PRIMARY KEY, state BLOB NOT NULL)%s;", t->lname,
+		       schema_type_sql(t->cols[t->pk].type), rowid ? "" : " WITHOUT ROWID");
 		for (int k = 0; k < t->ncols; k++) {
 			const schema_col *c = &t->cols[k];
 			if (!c->unique)
@@ -469,7 +478,7 @@ static int drop_tables(weft_db *db)
 	sqlite3_stmt *st;
 	int rc = sqlite3_prepare_v2(db->sql,
 		"SELECT name FROM sqlite_schema WHERE type = 'table' AND "
-		"(name LIKE 'weft\\_claim:%' ESCAPE '\\' OR name IN (SELECT value FROM json_each(?1)))",
+		"(name LIKE 'weft\\_claim:%' ESCAPE '\\' OR name LIKE 'weft\\_clock:%' ESCAPE '\\' OR name IN (SELECT value FROM json_each(?1)))",
 		-1, &st, NULL);
 	if (rc != SQLITE_OK)
 		return store_sqlite_error(db, rc, "listing derived tables");
@@ -810,7 +819,7 @@ int project_finish(weft_db *db)
 /* ------------------------------------------------------------ one row */
 
 /*
- * Merge state per derived row (table weft_clock): the stamps that decide the
+ * Merge state per derived row (table "weft_clock:<table>"): the stamps that decide the
  * row under the rules of docs/MERGE.md section 2, not the values (those are
  * in the derived row). A stamp is kept as (HLC, weft_event.n, cell index);
  * the author key and event id are looked up by n only when HLCs tie.
@@ -1216,11 +1225,12 @@ static crow *row_get(weft_db *db, int ti, const weft_value *pk)
 	if (arena_value(db, &r->pk, pk) < 0)
 		return NULL;
 	if (!c->clock_empty) {
-		sqlite3_stmt *st = gstmt(db, GS_CLOCK_GET);
-		if (!st)
+		sqlite3_stmt **ts = table_stmts(db, ti);
+		if (!ts)
 			return NULL;
-		sqlite3_bind_int(st, 1, ti);
-		bind_value(db, st, 2, pk);
+		sqlite3_stmt *st = ts[TS_CLOCK_GET];
+		sqlite3_reset(st);
+		bind_value(db, st, 1, pk);
 		int s = step(db, st), rc = WEFT_OK;
 		if (s == SQLITE_ROW)
 			rc = clock_decode(db, r, sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0));
@@ -1651,6 +1661,7 @@ static int gather(weft_db *db, crow *r, row_ops *ro)
 		if (sqlite3_column_type(st, 3) != SQLITE_NULL) {
 			const void *p = sqlite3_column_blob(st, 3);
 			weft_err e;
+			e.code = 0;
 			rc = rows_decode_ops(p ? p : "", (size_t)sqlite3_column_bytes(st, 3), gather_op, &g, &e);
 			if (rc == WEFT_ECORRUPT && e.code == WEFT_ECORRUPT)
 				rc = WEFT_OK; /* malformed: no effect (never applied either) */
@@ -1906,11 +1917,13 @@ static int clock_write(weft_db *db, crow *r)
 		c->enccap = need;
 	}
 	size_t len = clock_encode(t, r, c->enc);
-	if (!(st = gstmt(db, GS_CLOCK_SET)))
+	sqlite3_stmt **ts = table_stmts(db, r->ti);
+	if (!ts)
 		return db->err.code;
-	sqlite3_bind_int(st, 1, r->ti);
-	bind_value(db, st, 2, &r->pk);
-	sqlite3_bind_blob(st, 3, c->enc, (int)len, SQLITE_STATIC);
+	st = ts[TS_CLOCK_SET];
+	sqlite3_reset(st);
+	bind_value(db, st, 1, &r->pk);
+	sqlite3_bind_blob(st, 2, c->enc, (int)len, SQLITE_STATIC);
 	s = step(db, st);
 	sqlite3_reset(st);
 	return s == SQLITE_DONE ? WEFT_OK : store_sqlite_error(db, s, "recording a row's merge state");
@@ -2281,20 +2294,31 @@ static int rows_with_event(weft_db *db, int64_t n, found_row **out, size_t *nout
 	*nout = 0;
 	size_t cap = 0;
 	int rc = WEFT_OK;
-	for (int pass = 0; pass < 2 && rc == WEFT_OK; pass++) {
-		sqlite3_stmt *st = gstmt(db, pass ? GS_HIST_ALL : GS_CLOCK_ALL);
+	/* Pass ti < ntables: the clock table of table ti; then the chunks. */
+	for (int pass = 0; db->schema && pass <= db->schema->ntables && rc == WEFT_OK; pass++) {
+		int hist = pass == db->schema->ntables;
+		sqlite3_stmt *st = NULL;
+		if (hist) {
+			st = gstmt(db, GS_HIST_ALL);
+		} else {
+			char sql[200];
+			snprintf(sql, sizeof(sql), "SELECT %d, pk, state FROM " CLOCK, pass, db->schema->tables[pass].lname);
+			int s = sqlite3_prepare_v2(db->sql, sql, -1, &st, NULL);
+			if (s != SQLITE_OK)
+				return store_sqlite_error(db, s, "withdrawing a duplicate");
+		}
 		if (!st)
 			return db->err.code;
 		int s;
 		while (rc == WEFT_OK && (s = step(db, st)) == SQLITE_ROW) {
 			int ti = sqlite3_column_int(st, 0);
-			if (ti < 0 || !db->schema || ti >= db->schema->ntables)
+			if (ti < 0 || ti >= db->schema->ntables)
 				continue;
 			const unsigned char *p = sqlite3_column_blob(st, 2);
 			size_t len = (size_t)sqlite3_column_bytes(st, 2);
 			int hit = 0;
 			weft_value pk = column_value(st, 1);
-			if (pass) {
+			if (hist) {
 				int64_t want = n;
 				hit = hist_chunk_each(p, len, nlist_has, &want);
 				if (hit < 0)
@@ -2332,7 +2356,10 @@ static int rows_with_event(weft_db *db, int64_t n, found_row **out, size_t *nout
 		}
 		if (rc == WEFT_OK && s != SQLITE_DONE)
 			rc = store_sqlite_error(db, s, "withdrawing a duplicate");
-		sqlite3_reset(st);
+		if (hist)
+			sqlite3_reset(st);
+		else
+			sqlite3_finalize(st);
 	}
 	return rc;
 }
@@ -2560,7 +2587,7 @@ static int rederive(weft_db *db, schema *old, schema *made, weft_progress_cb cb,
 	if ((rc = drop_tables(db)) < 0)
 		goto out;
 	db->schema = now;
-	if ((rc = store_exec(db, "DELETE FROM weft_clock; DELETE FROM weft_clock_hist; DELETE FROM weft_effect;"
+	if ((rc = store_exec(db, "DELETE FROM weft_clock_hist; DELETE FROM weft_effect;"
 	                         "DELETE FROM weft_dup; DELETE FROM weft_conflict;", "clearing derived state")) < 0)
 		goto out;
 	cache_free(db);
