@@ -77,10 +77,10 @@ static const char *const gs_sql[GS__COUNT] = {
 };
 
 /* The events a rebuild applies, in (HLC, id) order: n, scope ref, id,
- * author key, hlc, idempotency key, payload. */
+ * (author key: looked up by n when needed), hlc, idempotency key, payload. */
 #define REBUILD_SCAN                                                                               \
-	"SELECT e.n, e.scope, e.id, a.pk, e.hlc, e.idem, e.payload FROM weft_event e "                \
-	"JOIN weft_author a ON a.ref = e.author WHERE e.kind = '" ROWS_KIND "' ORDER BY e.hlc, e.id"
+	"SELECT e.n, e.scope, e.id, NULL, e.hlc, e.idem, e.payload FROM weft_event e "                \
+	"WHERE e.kind = '" ROWS_KIND "' ORDER BY e.hlc, e.id"
 #define REBUILD_COUNT "SELECT count(*) FROM weft_event WHERE kind = '" ROWS_KIND "'"
 
 /* -------------------------------------------------------------- stamps */
@@ -130,6 +130,11 @@ struct proj_cache {
 	struct ablk *arena;
 	size_t arena_bytes;
 	int clock_empty; /* the clock tables are empty (a rebuild's first batch) */
+	int cur_partial; /* cur lacks the author key (looked up when needed) */
+	struct snap {
+		struct crow *r, *copy;
+	} *snaps; /* rows before the current event (rebuild) */
+	size_t nsnaps, capsnaps;
 	unsigned char *enc; /* encoding buffer */
 	size_t enccap;
 	/* A bind that failed (copying text or a blob can run out of memory):
@@ -173,6 +178,7 @@ static void cache_free(weft_db *db)
 	arena_free(c);
 	weft__free(c->slots);
 	weft__free(c->rows);
+	weft__free(c->snaps);
 	weft__free(c->enc);
 	weft__free(c->t);
 	weft__free(c);
@@ -547,6 +553,16 @@ static void bind_value(weft_db *db, sqlite3_stmt *st, int i, const weft_value *v
 		rc = sqlite3_bind_null(st, i);
 	}
 	bind_rc(db, rc);
+}
+
+/* As bind_value, for bytes that outlive the statement's next reset. */
+static void bind_static(weft_db *db, sqlite3_stmt *st, int i, const weft_value *v)
+{
+	if ((v->type == WEFT_TEXT || v->type == WEFT_BLOB) && v->n)
+		bind_rc(db, v->type == WEFT_TEXT ? sqlite3_bind_text(st, i, v->p, (int)v->n, SQLITE_STATIC)
+		                                 : sqlite3_bind_blob(st, i, v->p, (int)v->n, SQLITE_STATIC));
+	else
+		bind_value(db, st, i, v);
 }
 
 static void bind_sqlvalue(weft_db *db, sqlite3_stmt *st, int i, const sqlite3_value *v)
@@ -1230,7 +1246,7 @@ static crow *row_get(weft_db *db, int ti, const weft_value *pk)
 			return NULL;
 		sqlite3_stmt *st = ts[TS_CLOCK_GET];
 		sqlite3_reset(st);
-		bind_value(db, st, 1, pk);
+		bind_static(db, st, 1, pk);
 		int s = step(db, st), rc = WEFT_OK;
 		if (s == SQLITE_ROW)
 			rc = clock_decode(db, r, sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0));
@@ -1506,7 +1522,7 @@ oom:
 static int event_stamp(weft_db *db, int64_t n, stamp *out)
 {
 	struct proj_cache *c = db->proj;
-	if (n == c->cur_n) {
+	if (n == c->cur_n && !c->cur_partial) {
 		*out = c->cur;
 		return WEFT_OK;
 	}
@@ -1529,6 +1545,10 @@ static int event_stamp(weft_db *db, int64_t n, stamp *out)
 		memcpy(c->last.id, sqlite3_column_blob(st, 2), 32);
 		c->last_n = n;
 		sqlite3_reset(st);
+		if (n == c->cur_n) {
+			c->cur = c->last;
+			c->cur_partial = 0;
+		}
 	}
 	*out = c->last;
 	return WEFT_OK;
@@ -1922,7 +1942,7 @@ static int clock_write(weft_db *db, crow *r)
 		return db->err.code;
 	st = ts[TS_CLOCK_SET];
 	sqlite3_reset(st);
-	bind_value(db, st, 1, &r->pk);
+	bind_static(db, st, 1, &r->pk);
 	sqlite3_bind_blob(st, 2, c->enc, (int)len, SQLITE_STATIC);
 	s = step(db, st);
 	sqlite3_reset(st);
@@ -1966,12 +1986,12 @@ static int write_row(weft_db *db, crow *r)
 			for (int k = 0; k < t->ncols; k++) {
 				const schema_col *c = &t->cols[k];
 				if (c->pk) {
-					bind_value(db, st, k + 1, &r->pk);
+					bind_static(db, st, k + 1, &r->pk);
 				} else if (c->unique || !r->cols[k].dirty) {
 					sqlite3_bind_null(st, k + 1); /* unique: set by resolve_unique */
 				} else {
 					weft_value v = col_value(c, &r->cols[k]);
-					bind_value(db, st, k + 1, &v);
+					bind_static(db, st, k + 1, &v);
 				}
 				sqlite3_bind_int(st, t->ncols + k + 1, r->cols[k].dirty);
 			}
@@ -2129,7 +2149,6 @@ typedef struct apply_ctx {
 	weft_db *db;
 	int64_t n;
 	uint64_t hlc;
-	int started; /* the payload passed its check: cells are coming */
 	int ti;      /* table of the previous operation (-1: undeclared) */
 	char table[SCHEMA_NAME_MAX + 1];
 } apply_ctx;
@@ -2144,12 +2163,45 @@ static int op_table(apply_ctx *x, const char *table)
 	return x->ti;
 }
 
+/* Keeps row r's state before the current event changes it: a rebuild
+ * decodes a payload in one pass, and takes a malformed one back. */
+static int snapshot(weft_db *db, crow *r)
+{
+	struct proj_cache *c = db->proj;
+	size_t cols = (size_t)db->schema->tables[r->ti].ncols * sizeof(ccol);
+	if (c->nsnaps == c->capsnaps) {
+		size_t cap = c->capsnaps ? c->capsnaps * 2 : 64;
+		struct snap *v = weft__realloc(c->snaps, cap * sizeof(*v));
+		if (!v)
+			return err_set(&db->err, WEFT_ENOMEM, "out of memory deriving rows");
+		c->snaps = v;
+		c->capsnaps = cap;
+	}
+	crow *copy = arena_alloc(db, sizeof(crow) + cols);
+	if (!copy)
+		return db->err.code;
+	*copy = *r;
+	memcpy(copy + 1, r->cols, cols);
+	c->snaps[c->nsnaps].r = r;
+	c->snaps[c->nsnaps++].copy = copy;
+	return WEFT_OK;
+}
+
+static void snapshot_restore(weft_db *db)
+{
+	struct proj_cache *c = db->proj;
+	while (c->nsnaps) {
+		struct snap *s = &c->snaps[--c->nsnaps];
+		*s->r = *s->copy;
+		memcpy(s->r->cols, s->copy + 1, (size_t)db->schema->tables[s->r->ti].ncols * sizeof(ccol));
+	}
+}
+
 /* Applies the cells of one operation of the current event to its row. */
 static int apply_op(const rowop *o, void *arg)
 {
 	apply_ctx *x = arg;
 	weft_db *db = x->db;
-	x->started = 1;
 	int ti = op_table(x, o->table);
 	if (ti < 0)
 		return WEFT_OK; /* not declared: applied when a schema declares it */
@@ -2159,8 +2211,10 @@ static int apply_op(const rowop *o, void *arg)
 	crow *r = row_get(db, ti, &o->pk);
 	if (!r)
 		return db->err.code;
-	int rc = hist_add(db, r, x->n);
-	if (rc < 0 || r->recompute)
+	int rc;
+	if (db->rebuilding && r->last_n != x->n && (rc = snapshot(db, r)) < 0)
+		return rc;
+	if ((rc = hist_add(db, r, x->n)) < 0 || r->recompute)
 		return rc;
 	cstamp s = {x->hlc, x->n, o->idx};
 	switch (o->kind) {
@@ -2476,8 +2530,8 @@ int project_event(weft_db *db, const struct weft_event *ev, int64_t n, int64_t s
 		return WEFT_OK;
 	/* A malformed payload is kept in the log with no effect anywhere. An
 	 * erased one still holds its idempotency key: the operation happened,
-	 * only its content is gone. Without a key, the check is the first
-	 * pass of the decoding below. */
+	 * only its content is gone. Without a key, the payload is checked as
+	 * it is applied below, and a malformed one taken back. */
 	if (ev->idem[0] && ev->payload && rows_decode_ops(ev->payload, ev->payload_len, NULL, NULL, NULL) < 0)
 		return WEFT_OK;
 	int effective, rc;
@@ -2492,6 +2546,8 @@ int project_event(weft_db *db, const struct weft_event *ev, int64_t n, int64_t s
 	memcpy(c->cur.author, ev->author, 32);
 	memcpy(c->cur.id, ev->id.bytes, 32);
 	c->last_n = 0; /* n may be reused after a rollback */
+	c->cur_partial = db->rebuilding; /* a rebuild's scan does not read the author */
+	c->nsnaps = 0;
 	if (!db->rebuilding) {
 		rows_reset(c); /* left by a failed event */
 		int consumers;
@@ -2510,10 +2566,16 @@ int project_event(weft_db *db, const struct weft_event *ev, int64_t n, int64_t s
 		x.db = db;
 		x.n = n;
 		x.hlc = ev->hlc;
-		weft_err e;
-		rc = rows_decode_ops(ev->payload, ev->payload_len, apply_op, &x, &e);
-		if (rc == WEFT_ECORRUPT && !x.started)
-			return WEFT_OK; /* malformed (and without a key): no effect */
+		int malformed;
+		rc = rows_walk_ops(ev->payload, ev->payload_len, apply_op, &x, &malformed);
+		if (malformed) {
+			/* No effect: forget what its first operations did. */
+			if (db->rebuilding)
+				snapshot_restore(db);
+			else
+				rows_reset(c);
+			return WEFT_OK;
+		}
 		if (rc < 0)
 			return rc;
 	}

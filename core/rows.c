@@ -272,6 +272,22 @@ int rows_decode_ops(const void *payload, size_t len, rows_op_cb cb, void *ctx, w
 	return walk(&r, NULL, cb, ctx, &why, &cbrc) == -2 ? cbrc : WEFT_OK;
 }
 
+int rows_walk_ops(const void *payload, size_t len, rows_op_cb cb, void *ctx, int *malformed)
+{
+	const char *why = "";
+	int cbrc = 0;
+	*malformed = 0;
+	rd r = {payload, payload, (const unsigned char *)payload + len};
+	int rc = payload ? walk(&r, NULL, cb, ctx, &why, &cbrc) : -1;
+	if (rc == -2)
+		return cbrc;
+	if (rc < 0) {
+		*malformed = 1;
+		return WEFT_ECORRUPT;
+	}
+	return WEFT_OK;
+}
+
 int rows_cells_next(const unsigned char **p, const unsigned char *end, char name[ROWS_NAME_MAX + 1], weft_value *v)
 {
 	if (*p >= end)

@@ -62,6 +62,11 @@ typedef int (*rows_op_cb)(const rowop *op, void *ctx);
 /* As rows_decode, but cb sees each operation once. */
 int rows_decode_ops(const void *payload, size_t len, rows_op_cb cb, void *ctx, weft_err *err);
 
+/* As rows_decode_ops in one pass: each operation is checked before cb sees
+ * it, but a malformed later part is found only after cb saw the earlier
+ * operations (*malformed = 1, WEFT_ECORRUPT; the caller undoes them). */
+int rows_walk_ops(const void *payload, size_t len, rows_op_cb cb, void *ctx, int *malformed);
+
 /* Reads the next (name, value) of a put's cells span at *p, advancing it.
  * 1: one read; 0: end of the span; -1: malformed (spans from a checked
  * payload never are). name receives the lowercase column name. */
