@@ -2157,7 +2157,8 @@ typedef struct apply_ctx {
 static int op_table(apply_ctx *x, const char *table)
 {
 	if (!x->table[0] || strcmp(x->table, table) != 0) {
-		snprintf(x->table, sizeof(x->table), "%s", table);
+		size_t n = strlen(table); /* at most ROWS_NAME_MAX: checked by the decoder */
+		memcpy(x->table, table, n + 1);
 		x->ti = table_index(x->db->schema, table);
 	}
 	return x->ti;
