@@ -1961,6 +1961,9 @@ static int write_row(weft_db *db, crow *r)
 	}
 	if (r->recompute && (rc = recompute(db, r)) < 0)
 		return rc;
+	/* For the feed: the row as it was, and the event that touched it. */
+	if (!db->rebuilding && (rc = touch(db, t, r->ti, &r->pk, 0)) < 0)
+		return rc;
 	int exists = r->live.n != 0;
 	if (exists || r->existed) {
 		sqlite3_stmt **ts = table_stmts(db, r->ti);
@@ -1972,8 +1975,6 @@ static int write_row(weft_db *db, crow *r)
 				r->cols[k].dirty = 1;
 			any |= r->cols[k].dirty;
 		}
-		if (any && !db->rebuilding && (rc = touch(db, t, r->ti, &r->pk, 0)) < 0)
-			return rc;
 		sqlite3_stmt *st = NULL;
 		if (!exists) {
 			st = ts[TS_DELETE];
