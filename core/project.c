@@ -127,9 +127,13 @@ struct proj_cache {
 	 * an arena freed when they are written. */
 	struct crow **slots, **rows;
 	size_t nslots, nrows;
-	struct ablk *arena;
-	size_t arena_bytes;
+	struct ablk *arena, *spare; /* spare: blocks kept for reuse */
+	size_t arena_bytes, nspare;
 	int clock_empty; /* the clock tables are empty (a rebuild's first batch) */
+	/* A rebuild's filter of the rows written so far: a row it does not
+	 * name has no clock row to read. */
+	uint64_t *bloom;
+	size_t bloom_bits;
 	int cur_partial; /* cur lacks the author key (looked up when needed) */
 	struct snap {
 		struct crow *r, *copy;
@@ -149,12 +153,15 @@ typedef struct ablk {
 
 static void arena_free(struct proj_cache *c)
 {
-	for (ablk *b = c->arena, *next; b; b = next) {
-		next = b->next;
-		weft__free(b);
+	for (int spare = 0; spare < 2; spare++) {
+		for (ablk *b = spare ? c->spare : c->arena, *next; b; b = next) {
+			next = b->next;
+			weft__free(b);
+		}
 	}
-	c->arena = NULL;
+	c->arena = c->spare = NULL;
 	c->arena_bytes = 0;
+	c->nspare = 0;
 }
 
 static void cache_free(weft_db *db)
@@ -179,6 +186,7 @@ static void cache_free(weft_db *db)
 	weft__free(c->slots);
 	weft__free(c->rows);
 	weft__free(c->snaps);
+	weft__free(c->bloom);
 	weft__free(c->enc);
 	weft__free(c->t);
 	weft__free(c);
@@ -883,8 +891,9 @@ typedef struct crow {
 
 #define HIST_INLINE 32          /* history entries kept in the clock row */
 #define ARENA_BLOCK 65536
+#define ARENA_SPARE 64          /* blocks kept between batches: 4 MiB */
 #define REBUILD_FLUSH_ROWS 65536 /* rows kept in memory by a rebuild */
-#define REBUILD_FLUSH_BYTES (32u << 20)
+#define REBUILD_FLUSH_BYTES (4u << 20)
 
 static void *arena_alloc(weft_db *db, size_t n)
 {
@@ -893,8 +902,11 @@ static void *arena_alloc(weft_db *db, size_t n)
 	ablk *b = c->arena;
 	if (!b || b->cap - b->used < n) {
 		size_t cap = n > ARENA_BLOCK ? n : ARENA_BLOCK;
-		ablk *nb = weft__malloc(sizeof(ablk) + cap);
-		if (!nb) {
+		ablk *nb = cap == ARENA_BLOCK ? c->spare : NULL;
+		if (nb) {
+			c->spare = nb->next;
+			c->nspare--;
+		} else if (!(nb = weft__malloc(sizeof(ablk) + cap))) {
 			err_set(&db->err, WEFT_ENOMEM, "out of memory deriving rows");
 			return NULL;
 		}
@@ -930,7 +942,20 @@ static void rows_reset(struct proj_cache *c)
 	if (c->nrows && c->slots)
 		memset(c->slots, 0, c->nslots * sizeof(*c->slots));
 	c->nrows = 0;
-	arena_free(c);
+	/* Blocks are kept for the next rows (up to ARENA_SPARE of them). */
+	for (ablk *b = c->arena, *next; b; b = next) {
+		next = b->next;
+		if (b->cap == ARENA_BLOCK && c->nspare < ARENA_SPARE) {
+			b->used = 0;
+			b->next = c->spare;
+			c->spare = b;
+			c->nspare++;
+		} else {
+			weft__free(b);
+		}
+	}
+	c->arena = NULL;
+	c->arena_bytes = 0;
 }
 
 static uint64_t row_hash(int ti, const weft_value *pk)
@@ -1193,6 +1218,23 @@ static int hist_chunk_each(const unsigned char *p, size_t len, int (*cb)(int64_t
 
 /* ------------------------------------------------------ rows in memory */
 
+static int bloom_has(const struct proj_cache *c, uint64_t h)
+{
+	if (!c->bloom)
+		return 1;
+	size_t a = (size_t)(h % c->bloom_bits), b = (size_t)((h >> 32 ^ h * 0x9e3779b97f4a7c15ull) % c->bloom_bits);
+	return (c->bloom[a / 64] >> (a % 64) & 1) && (c->bloom[b / 64] >> (b % 64) & 1);
+}
+
+static void bloom_add(struct proj_cache *c, uint64_t h)
+{
+	if (!c->bloom)
+		return;
+	size_t a = (size_t)(h % c->bloom_bits), b = (size_t)((h >> 32 ^ h * 0x9e3779b97f4a7c15ull) % c->bloom_bits);
+	c->bloom[a / 64] |= UINT64_C(1) << (a % 64);
+	c->bloom[b / 64] |= UINT64_C(1) << (b % 64);
+}
+
 /* The row (ti, pk): from memory, else from its clock row, else new. */
 static crow *row_get(weft_db *db, int ti, const weft_value *pk)
 {
@@ -1240,7 +1282,7 @@ static crow *row_get(weft_db *db, int ti, const weft_value *pk)
 	r->cols = cols;
 	if (arena_value(db, &r->pk, pk) < 0)
 		return NULL;
-	if (!c->clock_empty) {
+	if (!c->clock_empty && bloom_has(c, h)) {
 		sqlite3_stmt **ts = table_stmts(db, ti);
 		if (!ts)
 			return NULL;
@@ -2031,8 +2073,10 @@ static int flush_rows(weft_db *db)
 	int rc = WEFT_OK;
 	if (c->nrows > 1)
 		qsort(c->rows, c->nrows, sizeof(*c->rows), row_order);
-	for (size_t i = 0; rc == WEFT_OK && i < c->nrows; i++)
+	for (size_t i = 0; rc == WEFT_OK && i < c->nrows; i++) {
 		rc = write_row(db, c->rows[i]);
+		bloom_add(c, c->rows[i]->hash);
+	}
 	if (c->nrows)
 		c->clock_empty = 0;
 	rows_reset(c);
@@ -2683,6 +2727,10 @@ static int rederive(weft_db *db, schema *old, schema *made, weft_progress_cb cb,
 	}
 	db->rebuilding = 1;
 	db->proj->clock_empty = 1;
+	/* 16 bits per event (most write one row), 2 probes: a few % false hits. */
+	size_t words = (size_t)((total < 65536 ? 65536 : total > (UINT64_C(1) << 22) ? UINT64_C(1) << 22 : total) / 4);
+	if ((db->proj->bloom = weft__calloc(words, sizeof(uint64_t))))
+		db->proj->bloom_bits = words * 64; /* without it, every row is read */
 	int s;
 	rc = WEFT_OK;
 	while (rc == WEFT_OK && (s = step(db, st)) == SQLITE_ROW) {
@@ -2721,8 +2769,11 @@ static int rederive(weft_db *db, schema *old, schema *made, weft_progress_cb cb,
 		rc = store_sqlite_error(db, s, "re-deriving tables");
 	if (rc == WEFT_OK)
 		rc = cache(db) ? flush_rows(db) : db->err.code;
-	if (db->proj)
+	if (db->proj) {
 		db->proj->clock_empty = 0;
+		weft__free(db->proj->bloom);
+		db->proj->bloom = NULL;
+	}
 	db->rebuilding = 0;
 	if (rc == WEFT_OK)
 		rc = touch_all(db, 1);
