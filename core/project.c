@@ -921,6 +921,19 @@ static void *arena_alloc(weft_db *db, size_t n)
 	return p;
 }
 
+/* Frees what the arena gave out since it was at block b, offset used. */
+static void arena_rewind(struct proj_cache *c, ablk *b, size_t used)
+{
+	while (c->arena && c->arena != b) {
+		ablk *next = c->arena->next;
+		c->arena_bytes -= c->arena->cap;
+		weft__free(c->arena);
+		c->arena = next;
+	}
+	if (b)
+		b->used = used;
+}
+
 /* Copies a value's bytes into the arena. */
 static int arena_value(weft_db *db, weft_value *out, const weft_value *v)
 {
@@ -2424,6 +2437,9 @@ static int rows_with_event(weft_db *db, int64_t n, found_row **out, size_t *nout
 				if (hit < 0)
 					rc = clock_corrupt(db, &db->schema->tables[ti]);
 			} else {
+				/* The decoded state is dropped right after. */
+				ablk *mark = db->proj->arena;
+				size_t used = mark ? mark->used : 0;
 				crow tmp;
 				memset(&tmp, 0, sizeof(tmp));
 				tmp.ti = ti;
@@ -2437,6 +2453,7 @@ static int rows_with_event(weft_db *db, int64_t n, found_row **out, size_t *nout
 					break;
 				for (uint32_t i = 0; i < tmp.nhist && !hit; i++)
 					hit = tmp.hist[i] == n;
+				arena_rewind(db->proj, mark, used);
 			}
 			if (rc == WEFT_OK && hit) {
 				if (*nout == cap) {
