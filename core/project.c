@@ -886,6 +886,7 @@ typedef struct crow {
 	uint32_t chunks; /* history chunks spilled to weft_clock_hist */
 	int64_t last_n;  /* the last event added to the history */
 	int existed;     /* the derived row exists as stored */
+	int loaded;      /* the state was read from a clock row */
 	int recompute;   /* the state needs the row's history */
 } crow;
 
@@ -1303,8 +1304,10 @@ static crow *row_get(weft_db *db, int ti, const weft_value *pk)
 		sqlite3_reset(st);
 		bind_static(db, st, 1, pk);
 		int s = step(db, st), rc = WEFT_OK;
-		if (s == SQLITE_ROW)
+		if (s == SQLITE_ROW) {
+			r->loaded = 1;
 			rc = clock_decode(db, r, sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0));
+		}
 		else if (s != SQLITE_DONE)
 			rc = store_sqlite_error(db, s, "reading a row's merge state");
 		sqlite3_reset(st);
@@ -2049,7 +2052,8 @@ static int write_row(weft_db *db, crow *r)
 					weft_value v = col_value(c, &r->cols[k]);
 					bind_static(db, st, k + 1, &v);
 				}
-				sqlite3_bind_int(st, t->ncols + k + 1, r->cols[k].dirty);
+				if (r->existed)
+					sqlite3_bind_int(st, t->ncols + k + 1, r->cols[k].dirty);
 			}
 		}
 		if (st) {
@@ -2236,11 +2240,14 @@ static int snapshot(weft_db *db, crow *r)
 		c->snaps = v;
 		c->capsnaps = cap;
 	}
-	crow *copy = arena_alloc(db, sizeof(crow) + cols);
-	if (!copy)
-		return db->err.code;
-	*copy = *r;
-	memcpy(copy + 1, r->cols, cols);
+	crow *copy = NULL;
+	/* A row new to this batch goes back to empty: no copy needed. */
+	if (r->loaded || r->last_n) {
+		if (!(copy = arena_alloc(db, sizeof(crow) + cols)))
+			return db->err.code;
+		*copy = *r;
+		memcpy(copy + 1, r->cols, cols);
+	}
 	c->snaps[c->nsnaps].r = r;
 	c->snaps[c->nsnaps++].copy = copy;
 	return WEFT_OK;
@@ -2251,8 +2258,19 @@ static void snapshot_restore(weft_db *db)
 	struct proj_cache *c = db->proj;
 	while (c->nsnaps) {
 		struct snap *s = &c->snaps[--c->nsnaps];
-		*s->r = *s->copy;
-		memcpy(s->r->cols, s->copy + 1, (size_t)db->schema->tables[s->r->ti].ncols * sizeof(ccol));
+		size_t cols = (size_t)db->schema->tables[s->r->ti].ncols * sizeof(ccol);
+		if (s->copy) {
+			*s->r = *s->copy;
+			memcpy(s->r->cols, s->copy + 1, cols);
+		} else {
+			crow *r = s->r;
+			memset(&r->tomb, 0, sizeof(r->tomb));
+			memset(&r->live, 0, sizeof(r->live));
+			memset(r->cols, 0, cols);
+			r->nhist = 0;
+			r->last_n = 0;
+			r->recompute = 0;
+		}
 	}
 }
 

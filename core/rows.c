@@ -292,9 +292,16 @@ int rows_cells_next(const unsigned char **p, const unsigned char *end, char name
 {
 	if (*p >= end)
 		return 0;
-	rd r = {*p, *p, end};
-	if (get_name(&r, name) < 0 || rows_value_get(v, &r.p, end) < 0)
+	/* Names of a checked span need no second check: only the bounds. */
+	const unsigned char *q = *p;
+	size_t n = *q++;
+	if (n < 1 || n > ROWS_NAME_MAX || (size_t)(end - q) < n)
 		return -1;
-	*p = r.p;
+	memcpy(name, q, n);
+	name[n] = '\0';
+	q += n;
+	if (rows_value_get(v, &q, end) < 0)
+		return -1;
+	*p = q;
 	return 1;
 }
