@@ -157,6 +157,10 @@ static int check_schema(weft_db *db, int *is_new)
 		return err_set(&db->err, WEFT_EVERSION, "%s was written by a newer weft (store schema %d; "
 		               "this library %s knows up to %d); upgrade weft to open it",
 		               db->path, ver, WEFT_VERSION_STRING, STORE_SCHEMA_VERSION);
+	if (ver == 1)
+		return err_set(&db->err, WEFT_EVERSION, "%s was written by a development build of weft before 0.1 "
+		               "(store schema 1), which this version cannot read; with that build, `weft export` "
+		               "its events, then `weft import` them into a new store", db->path);
 	if (ver < 1)
 		return err_set(&db->err, WEFT_ECORRUPT, "%s has an unknown store schema version %d", db->path, ver);
 	return WEFT_OK;

@@ -272,13 +272,36 @@ int rows_decode_ops(const void *payload, size_t len, rows_op_cb cb, void *ctx, w
 	return walk(&r, NULL, cb, ctx, &why, &cbrc) == -2 ? cbrc : WEFT_OK;
 }
 
+int rows_walk_ops(const void *payload, size_t len, rows_op_cb cb, void *ctx, int *malformed)
+{
+	const char *why = "";
+	int cbrc = 0;
+	*malformed = 0;
+	rd r = {payload, payload, (const unsigned char *)payload + len};
+	int rc = payload ? walk(&r, NULL, cb, ctx, &why, &cbrc) : -1;
+	if (rc == -2)
+		return cbrc;
+	if (rc < 0) {
+		*malformed = 1;
+		return WEFT_ECORRUPT;
+	}
+	return WEFT_OK;
+}
+
 int rows_cells_next(const unsigned char **p, const unsigned char *end, char name[ROWS_NAME_MAX + 1], weft_value *v)
 {
 	if (*p >= end)
 		return 0;
-	rd r = {*p, *p, end};
-	if (get_name(&r, name) < 0 || rows_value_get(v, &r.p, end) < 0)
+	/* Names of a checked span need no second check: only the bounds. */
+	const unsigned char *q = *p;
+	size_t n = *q++;
+	if (n < 1 || n > ROWS_NAME_MAX || (size_t)(end - q) < n)
 		return -1;
-	*p = r.p;
+	memcpy(name, q, n);
+	name[n] = '\0';
+	q += n;
+	if (rows_value_get(v, &q, end) < 0)
+		return -1;
+	*p = q;
 	return 1;
 }

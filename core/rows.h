@@ -62,9 +62,15 @@ typedef int (*rows_op_cb)(const rowop *op, void *ctx);
 /* As rows_decode, but cb sees each operation once. */
 int rows_decode_ops(const void *payload, size_t len, rows_op_cb cb, void *ctx, weft_err *err);
 
+/* As rows_decode_ops in one pass: each operation is checked before cb sees
+ * it, but a malformed later part is found only after cb saw the earlier
+ * operations (*malformed = 1, WEFT_ECORRUPT; the caller undoes them). */
+int rows_walk_ops(const void *payload, size_t len, rows_op_cb cb, void *ctx, int *malformed);
+
 /* Reads the next (name, value) of a put's cells span at *p, advancing it.
- * 1: one read; 0: end of the span; -1: malformed (spans from a checked
- * payload never are). name receives the lowercase column name. */
+ * 1: one read; 0: end of the span; -1: past the end or a bad value. For
+ * spans of a checked payload only: names are not checked again. name
+ * receives the lowercase column name. */
 int rows_cells_next(const unsigned char **p, const unsigned char *end, char name[ROWS_NAME_MAX + 1],
                     weft_value *v);
 

@@ -43,22 +43,12 @@ static const char *const stmt_sql[STMT__COUNT] = {
 	[STMT_META_GET] = "SELECT value FROM weft_meta WHERE key = ?1",
 	[STMT_META_SET] = "INSERT OR REPLACE INTO weft_meta(key, value) VALUES (?1, ?2)",
 	[STMT_HLC_MAX] = "SELECT coalesce(max(hlc), 0) FROM weft_event",
-	[STMT_OP_INSERT] =
-		"INSERT INTO weft_op(event, idx, tbl, pk, col, kind, value) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-	[STMT_ROW_OPS] =
-		"SELECT o.kind, o.col, o.value, o.idx, e.hlc, a.pk, e.id FROM weft_op o "
-		"JOIN weft_event e ON e.n = o.event JOIN weft_author a ON a.ref = e.author "
-		"WHERE o.tbl = ?1 AND o.pk = ?2",
 	[STMT_EFFECT_GET] =
 		"SELECT f.event, e.hlc, e.id FROM weft_effect f JOIN weft_event e ON e.n = f.event "
 		"WHERE f.scope = ?1 AND f.idem = ?2",
 	[STMT_EFFECT_SET] = "INSERT OR REPLACE INTO weft_effect(scope, idem, event) VALUES (?1, ?2, ?3)",
 	[STMT_DUP_INSERT] = "INSERT OR REPLACE INTO weft_dup(event, winner) VALUES (?1, ?2)",
 	[STMT_DUP_MOVE] = "UPDATE weft_dup SET winner = ?2 WHERE winner = ?1",
-	[STMT_PENDING_ADD] = "INSERT OR IGNORE INTO temp.weft_pending(tbl, pk) VALUES (?1, ?2)",
-	[STMT_EVENT_OPS_ROWS] =
-		"INSERT OR IGNORE INTO temp.weft_pending(tbl, pk) SELECT tbl, pk FROM weft_op WHERE event = ?1",
-	[STMT_OPS_DELETE_EVENT] = "DELETE FROM weft_op WHERE event = ?1",
 	[STMT_TOUCHED_GET] = "SELECT 1 FROM temp.weft_touched WHERE tbl = ?1 AND pk = ?2",
 	[STMT_TOUCHED_ADD] =
 		"INSERT INTO temp.weft_touched(tbl, pk, existed, old, event) VALUES (?1, ?2, ?3, ?4, ?5)",

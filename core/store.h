@@ -12,7 +12,9 @@
 #include "core/identity.h"
 #include "weft.h"
 
-#define STORE_SCHEMA_VERSION 1
+/* 2: events by id prefix, interned kinds, per-row merge state, buckets.
+ * Schema 1 was never released (development builds before 0.1). */
+#define STORE_SCHEMA_VERSION 2
 #define STORE_APPLICATION_ID 0x77656674 /* "weft" */
 
 enum store_stmt {
@@ -36,15 +38,10 @@ enum store_stmt {
 	STMT_META_GET,
 	STMT_META_SET,
 	STMT_HLC_MAX,
-	STMT_OP_INSERT,
-	STMT_ROW_OPS,
 	STMT_EFFECT_GET,
 	STMT_EFFECT_SET,
 	STMT_DUP_INSERT,
 	STMT_DUP_MOVE,
-	STMT_PENDING_ADD,
-	STMT_EVENT_OPS_ROWS,
-	STMT_OPS_DELETE_EVENT,
 	STMT_TOUCHED_GET,
 	STMT_TOUCHED_ADD,
 	STMT_TOUCHED_EVENT,
@@ -92,7 +89,7 @@ struct weft_db {
 	struct schema *schema; /* current declared schema, or NULL */
 	int schema_version;
 	struct proj_cache *proj; /* prepared statements per declared table */
-	int rebuilding;          /* ops are collected, rows derived at the end */
+	int rebuilding;          /* rows are derived in batches of events */
 	weft_id cur_event;       /* the event being applied, for the feed */
 	uint64_t txn_changes;    /* rows changed in the open transaction */
 	weft_commit_cb on_commit;

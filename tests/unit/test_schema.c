@@ -327,8 +327,14 @@ static void test_schema_define_reports_errors_and_versions(void **state)
 	char *cols = tu_query(db, "SELECT group_concat(name, ',') FROM pragma_table_info('t')");
 	assert_string_equal(cols, "'id,n,m'");
 	free(cols);
-	/* Derived tables are WITHOUT ROWID. */
+	/* A derived table with an INTEGER key is a rowid table; with any
+	 * other key, WITHOUT ROWID. */
 	char *sql = tu_query(db, "SELECT sql LIKE '%WITHOUT ROWID' FROM sqlite_schema WHERE name = 't'");
+	assert_string_equal(sql, "0");
+	free(sql);
+	tu_ok(db, weft_schema_define(db, "CREATE TABLE t(id INTEGER PRIMARY KEY, n INTEGER, m TEXT);"
+	                                 "CREATE TABLE u(k TEXT PRIMARY KEY)"));
+	sql = tu_query(db, "SELECT sql LIKE '%WITHOUT ROWID' FROM sqlite_schema WHERE name = 'u'");
 	assert_string_equal(sql, "1");
 	free(sql);
 	weft_db_close(db);
@@ -336,7 +342,7 @@ static void test_schema_define_reports_errors_and_versions(void **state)
 	/* The version and the DDL survive reopening. */
 	db = tu_open(dir, "a.db", &clock, 1);
 	tu_ok(db, weft_schema_version(&version, &ddl, db));
-	assert_int_equal(version, 2);
+	assert_int_equal(version, 3);
 	assert_non_null(strstr(ddl, "m TEXT"));
 	weft_db_close(db);
 	tu_rmdir(dir);

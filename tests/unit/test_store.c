@@ -476,6 +476,12 @@ static void test_store_refuses_newer_schema_and_foreign_files(void **state)
 	assert_null(a);
 	assert_non_null(strstr(weft_error_last(), "newer weft"));
 
+	/* The unreleased schema 1 is named, with the way out. */
+	tamper(tu_path(f->dir, "a.db"), "PRAGMA user_version = 1");
+	assert_int_equal(weft_db_open(&a, tu_path(f->dir, "a.db"), &o), WEFT_EVERSION);
+	assert_null(a);
+	assert_non_null(strstr(weft_error_last(), "weft export"));
+
 	tamper(tu_path(f->dir, "other.db"), "CREATE TABLE t(x)");
 	assert_int_equal(weft_db_open(&a, tu_path(f->dir, "other.db"), &o), WEFT_ECORRUPT);
 	assert_non_null(strstr(weft_error_last(), "not a weft store"));
