@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Builds weft and weft-bench in Release mode in their own directory
-# (build/bench, or $WEFT_BENCH_BUILD) and runs the benchmark suite; prints
+# (build-bench, or $WEFT_BENCH_BUILD) and runs the benchmark suite; prints
 # the machine, library versions, date and the table of targets.
 #
 #   bench/run.sh            full run: 10k/100k/1M sizes (~10 min on 2 cores;
-#                           built stores are cached in build/bench/bench-work/cache)
+#                           built stores are cached in build-bench/bench-work/cache)
 #   bench/run.sh --quick    small sizes, under a minute (what CI runs)
 #   bench/run.sh --no-big   full run without the 1M sizes
 #   other options go to weft-bench: --runs N, --only 1,3,5 (see bench/weft_bench.c)
@@ -15,7 +15,7 @@
 # cores shared with another job still skew both sides differently.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-build=${WEFT_BENCH_BUILD:-$root/build/bench}
+build=${WEFT_BENCH_BUILD:-$root/build-bench}
 
 args=()
 big=1
