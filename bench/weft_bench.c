@@ -1271,28 +1271,6 @@ static void reidentify(const char *path)
 	identity_wipe(&id);
 }
 
-static int scan_count(void *payload, uint64_t hlc, const unsigned char id[32])
-{
-	(void)hlc;
-	(void)id;
-	(*(size_t *)payload)++;
-	return 0;
-}
-
-/* Time to list every (hlc, id) item of a store, as each side of a session
- * does before reconciling (store_scan_items). */
-static double scan_time(const char *path)
-{
-	weft_db *db = open_store(path, 0);
-	size_t n = 0;
-	double t0 = now_s();
-	if (store_scan_items(db, NULL, 0, STORE_HLC_ALL_LO, STORE_HLC_ALL_HI, scan_count, &n) < 0)
-		die("scan: %s", weft_errmsg(db));
-	double t = now_s() - t0;
-	weft_db_close(db);
-	return t;
-}
-
 /* Child: syncs two stores in process, prints its figures and peak RSS. */
 static int child_sync(const char *a, const char *b)
 {
@@ -1327,7 +1305,7 @@ static void bench_reconcile(size_t N)
 	path_join(err, sizeof(err), cfg.dir, "child.err");
 	evset ev;
 	gen(&ev, GEN_NOTE, N, DIFF, N - DIFF, N);
-	double w[MAX_RUNS], base[MAX_RUNS], scan[MAX_RUNS];
+	double w[MAX_RUNS], base[MAX_RUNS];
 	unsigned long long rt = 0, bytes = 0;
 	long rss = 0;
 	for (int r = 0; r < cfg.runs; r++) {
@@ -1341,7 +1319,6 @@ static void bench_reconcile(size_t N)
 		weft_db_close(y);
 		rm_store(a2);
 		rm_store(b2);
-		scan[r] = scan_time(A);
 
 		copy_store(A, a);
 		copy_store(B, b);
@@ -1361,8 +1338,8 @@ static void bench_reconcile(size_t N)
 			rss = crss;
 		rm_store(a);
 		rm_store(b);
-		note("target 5 [%zu] run %d: sync %.3f s (%llu round trips, %llu B), baseline %.3f s, RSS %ld KiB; "
-		     "listing one side's items takes %.3f s", N, r + 1, w[r], rt, bytes, base[r], crss, scan[r]);
+		note("target 5 [%zu] run %d: sync %.3f s (%llu round trips, %llu B), baseline %.3f s, RSS %ld KiB",
+		     N, r + 1, w[r], rt, bytes, base[r], crss);
 	}
 	evset_free(&ev);
 
@@ -1391,10 +1368,6 @@ static void bench_reconcile(size_t N)
 	snprintf(sb, sizeof(sb), "%s (ingest 2×500)", fmt_time(t2, mb));
 	snprintf(rs, sizeof(rs), "%.2f×", mw / mb);
 	add_result("5", "reconcile 2 stores, 1,000 newest differ: time", sz, sw, sb, rs, "≤ 2× baseline", mw / mb <= 2);
-	double ms = median(scan, cfg.runs);
-	snprintf(sw, sizeof(sw), "%s per side", fmt_time(t1, ms));
-	snprintf(rs, sizeof(rs), "%.2f×", 2 * ms / mb);
-	add_result("5", "  of which: listing all (hlc, id) items", sz, sw, "(same baseline)", rs, "—", -1);
 	snprintf(sw, sizeof(sw), "%llu", rt);
 	add_result("5", "  reconciliation round trips", sz, sw, "—", "—", "≤ 4", rt <= 4);
 	snprintf(sw, sizeof(sw), "%llu B (%.1f B/diff)", bytes, (double)bytes / DIFF);
