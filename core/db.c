@@ -396,13 +396,14 @@ static int data_version(weft_db *db, int64_t *v)
 
 /* Inside the write transaction: this device's head, from the cache while
  * no other connection wrote since it was filled. */
-static int own_head(weft_db *db, uint64_t *seq, weft_id *id)
+static int own_head(weft_db *db, uint64_t *seq, weft_id *id, int64_t *dv_out)
 {
 	*seq = 0;
 	int64_t dv;
 	int rc;
 	if ((rc = data_version(db, &dv)) < 0)
 		return rc;
+	*dv_out = dv;
 	if (db->own_valid && dv == db->own_dv) {
 		*seq = db->own_seq;
 		*id = db->own_id;
@@ -462,8 +463,18 @@ int weft_db_append(weft_id *out, weft_db *db, const char *scope, const char *kin
 	}
 	uint64_t seq, last;
 	weft_id prev;
-	if ((rc = own_head(db, &seq, &prev)) < 0 || (rc = store_hlc_get(db, &last)) < 0)
+	int64_t dv;
+	if ((rc = own_head(db, &seq, &prev, &dv)) < 0)
 		goto fail;
+	if (db->hlc_valid && dv == db->hlc_dv) {
+		last = db->hlc_last;
+	} else {
+		if ((rc = store_hlc_get(db, &last)) < 0)
+			goto fail;
+		db->hlc_valid = 1;
+		db->hlc_dv = dv;
+		db->hlc_last = last;
+	}
 	event_fields f = {
 		.seq = seq + 1,
 		.prev = seq ? &prev : NULL,

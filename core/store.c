@@ -57,6 +57,9 @@ static const char *const stmt_sql[STMT__COUNT] = {
 		"INSERT INTO weft_neg_bucket(scope, cell, count, sum) VALUES (?1, ?2, 1, ?3) "
 		"ON CONFLICT(scope, cell) DO UPDATE SET count = count + 1, sum = weft_u256_add(sum, excluded.sum)",
 	[STMT_BUCKET_MARK] = "SELECT value FROM weft_meta WHERE key = 'neg_watermark'",
+	/* Prepared once: sqlite3_exec would parse them on every commit. */
+	[STMT_BEGIN] = "BEGIN IMMEDIATE",
+	[STMT_COMMIT] = "COMMIT",
 };
 
 int store_sqlite_error(weft_db *db, int rc, const char *doing)
@@ -123,14 +126,25 @@ int store_exec(weft_db *db, const char *sql, const char *doing)
 	return rc == SQLITE_OK ? WEFT_OK : store_sqlite_error(db, rc, doing);
 }
 
+static int step_once(weft_db *db, enum store_stmt which, const char *doing)
+{
+	sqlite3_stmt *st = store_stmt(db, which);
+	if (!st)
+		return db->err.code;
+	int rc = sqlite3_step(st);
+	rc = rc == SQLITE_DONE ? WEFT_OK : store_sqlite_error(db, rc, doing);
+	sqlite3_reset(st);
+	return rc;
+}
+
 int store_begin(weft_db *db)
 {
-	return store_exec(db, "BEGIN IMMEDIATE", "starting a write transaction");
+	return step_once(db, STMT_BEGIN, "starting a write transaction");
 }
 
 int store_commit(weft_db *db)
 {
-	int rc = store_exec(db, "COMMIT", "committing");
+	int rc = step_once(db, STMT_COMMIT, "committing");
 	if (rc < 0)
 		store_rollback(db);
 	return rc;
@@ -140,6 +154,7 @@ void store_rollback(weft_db *db)
 {
 	db->txn_changes = 0;
 	db->own_valid = 0;
+	db->hlc_valid = 0;
 	memset(db->refs, 0, sizeof(db->refs));
 	memset(db->read_ids, 0, sizeof(db->read_ids));
 	if (!sqlite3_get_autocommit(db->sql))
@@ -336,6 +351,8 @@ int store_insert_event(weft_db *db, const struct weft_event *ev,
 	if (rc != SQLITE_DONE)
 		return store_sqlite_error(db, rc, "storing an event");
 	int64_t n = sqlite3_last_insert_rowid(db->sql);
+	if (ev->hlc > db->hlc_last)
+		db->hlc_last = ev->hlc;
 	/* A new event is stored: (scope, ev->hlc, ev->id) joins the log. */
 	if ((rc = buckets_add(db, scope, ev->hlc, ev->id.bytes)) < 0)
 		return rc;

@@ -47,6 +47,8 @@ enum store_stmt {
 	STMT_TOUCHED_EVENT,
 	STMT_BUCKET_ADD,
 	STMT_BUCKET_MARK,
+	STMT_BEGIN,
+	STMT_COMMIT,
 	STMT__COUNT
 };
 
@@ -73,6 +75,11 @@ struct weft_db {
 	 * (no other connection wrote since); store_rollback clears it. */
 	int own_valid;
 	int64_t own_dv;
+	/* The newest stored stamp, valid while data_version is hlc_dv;
+	 * store_insert_event raises it, store_rollback clears it. */
+	int hlc_valid;
+	int64_t hlc_dv;
+	uint64_t hlc_last;
 	store_ref_cache refs[3][STORE_REF_CACHE]; /* authors, scopes, kinds */
 	unsigned refs_next[3];
 	/* Ids of events recently read, by (author ref, seq): the prev of the

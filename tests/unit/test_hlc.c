@@ -188,6 +188,36 @@ static void test_hlc_appends_increase_when_fake_clock_goes_back(void **state)
 	tu_rmdir(dir);
 }
 
+/* The last stamp is remembered between appends; a write by another
+ * connection (another process) must still move the clock on. */
+static void test_hlc_follows_appends_of_another_connection(void **state)
+{
+	(void)state;
+	char *dir = tu_mkdtemp();
+	tu_clock slow = {T0}, fast = {T0 + 60000};
+	weft_db *a = tu_open(dir, "c.db", &slow, 11);
+	uint64_t h1 = append_hlc(a, 0);
+	assert_int_equal(h1, HLC_MAKE(T0, 0));
+	weft_db *b = tu_open(dir, "c.db", &fast, 11);
+	uint64_t h2 = append_hlc(b, 1);
+	assert_int_equal(h2, HLC_MAKE(T0 + 60000, 0));
+	/* a's clock is a minute behind: it counts on from b's stamp */
+	assert_int_equal(append_hlc(a, 2), h2 + 1);
+	assert_int_equal(append_hlc(a, 3), h2 + 2);
+	assert_int_equal(append_hlc(b, 4), HLC_MAKE(T0 + 60000, 3));
+	assert_int_equal(stats_hlc(a), HLC_MAKE(T0 + 60000, 3));
+
+	/* an append refused as a duplicate rolls back and leaves the clock */
+	weft_id id;
+	tu_ok(a, weft_db_append(&id, a, "notes", "note.put", "k1", "x", 1));
+	uint64_t h = stats_hlc(a);
+	assert_int_equal(weft_db_append(&id, a, "notes", "note.put", "k1", "x", 1), WEFT_DUPLICATE);
+	assert_int_equal(append_hlc(a, 5), h + 1);
+	weft_db_close(b);
+	weft_db_close(a);
+	tu_rmdir(dir);
+}
+
 static void test_hlc_survives_close_and_reopen_with_earlier_clock(void **state)
 {
 	(void)state;
@@ -390,6 +420,7 @@ int main(void)
 		cmocka_unit_test(test_hlc_next_strictly_increases_for_any_wall_clock),
 		cmocka_unit_test(test_hlc_too_far_ahead_boundary_is_inclusive),
 		cmocka_unit_test(test_hlc_appends_increase_when_fake_clock_goes_back),
+		cmocka_unit_test(test_hlc_follows_appends_of_another_connection),
 		cmocka_unit_test(test_hlc_survives_close_and_reopen_with_earlier_clock),
 		cmocka_unit_test(test_hlc_ingest_refuses_future_event_without_moving_clock),
 		cmocka_unit_test(test_hlc_ingest_within_bound_moves_clock_past_remote),
