@@ -1502,6 +1502,12 @@ static void test_tables_rebuild_in_batches(void **state)
 	expect_q(a, "SELECT count(*), sum(v), sum(n) FROM kv", "69999|1224964977|349998");
 	expect_q(a, "SELECT k, v FROM tk ORDER BY k", "'a'|'second'\n'b'|'first'");
 	expect_q(a, "SELECT k, v, n FROM kv WHERE k IN (7, 8, 35009) ORDER BY k", "7|-7|5\n8|8|8");
+	/* A rebuild drops the old tables with secure_delete FAST, and puts
+	 * the setting back. */
+	char *before = tu_query(a, "PRAGMA secure_delete");
+	tu_ok(a, weft_db_rebuild(a, NULL, NULL));
+	expect_q(a, "PRAGMA secure_delete", before);
+	free(before);
 	/* teardown compares with a rebuild */
 }
 
