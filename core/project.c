@@ -527,22 +527,24 @@ static int drop_tables(weft_db *db)
 	/* What the dropped tables held is derived from payloads the log still
 	 * holds (none is erased in place): zero-filling every freed page
 	 * (secure_delete, Debian's default) only costs writes. FAST still
-	 * clears what it can without extra I/O. */
-	sqlite3_stmt *get = NULL, *fast = NULL, *back = NULL;
+	 * clears what it can without extra I/O. A pragma takes effect when
+	 * prepared. */
 	int secure = 0;
-	/* All prepared first: the setting is put back without allocating. */
-	if (sqlite3_prepare_v2(db->sql, "PRAGMA secure_delete", -1, &get, NULL) == SQLITE_OK &&
-	    sqlite3_prepare_v2(db->sql, "PRAGMA secure_delete = FAST", -1, &fast, NULL) == SQLITE_OK &&
-	    sqlite3_prepare_v2(db->sql, "PRAGMA secure_delete = 1", -1, &back, NULL) == SQLITE_OK &&
-	    sqlite3_step(get) == SQLITE_ROW && sqlite3_column_int(get, 0) == 1)
-		secure = sqlite3_step(fast) == SQLITE_ROW;
-	rc = b.s ? store_exec(db, b.s, "dropping derived tables") : WEFT_OK;
+	if (sqlite3_prepare_v2(db->sql, "PRAGMA secure_delete", -1, &st, NULL) == SQLITE_OK &&
+	    sqlite3_step(st) == SQLITE_ROW)
+		secure = sqlite3_column_int(st, 0) == 1;
+	sqlite3_finalize(st);
+	rc = secure ? store_exec(db, "PRAGMA secure_delete = FAST", "dropping derived tables") : WEFT_OK;
+	if (rc == WEFT_OK && b.s)
+		rc = store_exec(db, b.s, "dropping derived tables");
 	weft__free(b.s);
-	if (secure && sqlite3_step(back) != SQLITE_ROW && rc == WEFT_OK)
-		rc = store_sqlite_error(db, sqlite3_errcode(db->sql), "dropping derived tables");
-	sqlite3_finalize(get);
-	sqlite3_finalize(fast);
-	sqlite3_finalize(back);
+	/* Put back even after a failure (a second try, for a passing lack
+	 * of memory): later deletes must zero-fill again. */
+	if (secure && sqlite3_exec(db->sql, "PRAGMA secure_delete = 1", NULL, NULL, NULL) != SQLITE_OK) {
+		int r2 = store_exec(db, "PRAGMA secure_delete = 1", "restoring secure_delete after dropping derived tables");
+		if (rc == WEFT_OK)
+			rc = r2;
+	}
 	return rc;
 }
 

@@ -1525,8 +1525,11 @@ static void test_tables_long_history_is_re_derived(void **state)
 static void test_tables_rebuild_in_batches(void **state)
 {
 	fixture *f = *state;
-	weft_db *a = dev(f, 0, "CREATE TABLE kv(k INTEGER PRIMARY KEY, v INTEGER, n INTEGER DEFAULT 5);"
-	                      "CREATE TABLE tk(k TEXT PRIMARY KEY, v TEXT)");
+	weft_db *a = dev(f, 0, NULL);
+	char *before = tu_query(a, "PRAGMA secure_delete"); /* as SQLite was built */
+	tu_ok(a, weft_schema_define(a, "CREATE TABLE kv(k INTEGER PRIMARY KEY, v INTEGER, n INTEGER DEFAULT 5);"
+	                               "CREATE TABLE tk(k TEXT PRIMARY KEY, v TEXT)"));
+	expect_q(a, "PRAGMA secure_delete", before);
 	const int per = 35000, rounds = 2;
 	for (int r = 0; r < rounds; r++) {
 		weft_txn *t;
@@ -1548,7 +1551,6 @@ static void test_tables_rebuild_in_batches(void **state)
 	expect_q(a, "SELECT k, v, n FROM kv WHERE k IN (7, 8, 35009) ORDER BY k", "7|-7|5\n8|8|8");
 	/* A rebuild drops the old tables with secure_delete FAST, and puts
 	 * the setting back. */
-	char *before = tu_query(a, "PRAGMA secure_delete");
 	tu_ok(a, weft_db_rebuild(a, NULL, NULL));
 	expect_q(a, "PRAGMA secure_delete", before);
 	free(before);
