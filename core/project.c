@@ -78,9 +78,12 @@ static const char *const gs_sql[GS__COUNT] = {
 
 /* The events a rebuild applies, in (HLC, id) order: n, scope ref, id,
  * (author key: looked up by n when needed), hlc, idempotency key, payload. */
-#define REBUILD_SCAN                                                                               \
-	"SELECT e.n, e.scope, e.id, NULL, e.hlc, e.idem, e.payload FROM weft_event e "                \
-	"WHERE " STORE_EVENT_KIND_IS(ROWS_KIND) " ORDER BY e.hlc, e.id"
+#define REBUILD_COLS "SELECT e.n, e.scope, e.id, NULL, e.hlc, e.idem, e.payload FROM weft_event e "
+/* By the time index alone: ties of HLC are rare, and REBUILD_TIES puts
+ * each tie in id order (ORDER BY e.hlc, e.id sorted every HLC's events
+ * on its own: a sorter per event). */
+#define REBUILD_SCAN REBUILD_COLS "WHERE " STORE_EVENT_KIND_IS(ROWS_KIND) " ORDER BY e.hlc"
+#define REBUILD_TIES REBUILD_COLS "WHERE e.hlc = ?1 AND " STORE_EVENT_KIND_IS(ROWS_KIND) " ORDER BY e.id"
 #define REBUILD_COUNT "SELECT count(*) FROM weft_event e WHERE " STORE_EVENT_KIND_IS(ROWS_KIND)
 
 /* -------------------------------------------------------------- stamps */
@@ -521,8 +524,27 @@ static int drop_tables(weft_db *db)
 		weft__free(b.s);
 		return err_set(&db->err, WEFT_ENOMEM, "out of memory dropping derived tables");
 	}
-	rc = b.s ? store_exec(db, b.s, "dropping derived tables") : WEFT_OK;
+	/* What the dropped tables held is derived from payloads the log still
+	 * holds (none is erased in place): zero-filling every freed page
+	 * (secure_delete, Debian's default) only costs writes. FAST still
+	 * clears what it can without extra I/O. A pragma takes effect when
+	 * prepared. */
+	int secure = 0;
+	if (sqlite3_prepare_v2(db->sql, "PRAGMA secure_delete", -1, &st, NULL) == SQLITE_OK &&
+	    sqlite3_step(st) == SQLITE_ROW)
+		secure = sqlite3_column_int(st, 0) == 1;
+	sqlite3_finalize(st);
+	rc = secure ? store_exec(db, "PRAGMA secure_delete = FAST", "dropping derived tables") : WEFT_OK;
+	if (rc == WEFT_OK && b.s)
+		rc = store_exec(db, b.s, "dropping derived tables");
 	weft__free(b.s);
+	/* Put back even after a failure (a second try, for a passing lack
+	 * of memory): later deletes must zero-fill again. */
+	if (secure && sqlite3_exec(db->sql, "PRAGMA secure_delete = 1", NULL, NULL, NULL) != SQLITE_OK) {
+		int r2 = store_exec(db, "PRAGMA secure_delete = 1", "restoring secure_delete after dropping derived tables");
+		if (rc == WEFT_OK)
+			rc = r2;
+	}
 	return rc;
 }
 
@@ -2088,7 +2110,11 @@ static int flush_rows(weft_db *db)
 {
 	struct proj_cache *c = db->proj;
 	int rc = WEFT_OK;
-	if (c->nrows > 1)
+	/* Rows often come in key order already (keys that grow with time). */
+	size_t in_order = 1;
+	while (in_order < c->nrows && row_order(&c->rows[in_order - 1], &c->rows[in_order]) < 0)
+		in_order++;
+	if (in_order < c->nrows)
 		qsort(c->rows, c->nrows, sizeof(*c->rows), row_order);
 	for (size_t i = 0; rc == WEFT_OK && i < c->nrows; i++) {
 		rc = write_row(db, c->rows[i]);
@@ -2710,6 +2736,76 @@ static int touch_all(weft_db *db, int absent)
 	return WEFT_OK;
 }
 
+/* One event of a rebuild's scan: only the fields projection reads. */
+static int scan_read(weft_db *db, sqlite3_stmt *st, struct weft_event *f, int64_t *n, int64_t *scope)
+{
+	memset(f, 0, sizeof(*f));
+	*n = sqlite3_column_int64(st, 0);
+	*scope = sqlite3_column_int64(st, 1);
+	if (sqlite3_column_bytes(st, 2) == 32)
+		memcpy(f->id.bytes, sqlite3_column_blob(st, 2), 32);
+	if (sqlite3_column_bytes(st, 3) == 32)
+		memcpy(f->author, sqlite3_column_blob(st, 3), 32);
+	f->hlc = (uint64_t)sqlite3_column_int64(st, 4);
+	snprintf(f->kind, sizeof(f->kind), "%s", ROWS_KIND);
+	if (sqlite3_column_type(st, 5) != SQLITE_NULL) {
+		const void *idem = sqlite3_column_blob(st, 5);
+		int len = sqlite3_column_bytes(st, 5);
+		if (!idem || len < 1 || len > WEFT_IDEM_KEY_MAX)
+			return err_set(&db->err, WEFT_ECORRUPT, "a stored event has a malformed idempotency key; "
+			               "run `weft verify`");
+		memcpy(f->idem, idem, (size_t)len);
+		f->idem[len] = '\0';
+	}
+	if (sqlite3_column_type(st, 6) != SQLITE_NULL) {
+		f->payload_len = (uint32_t)sqlite3_column_bytes(st, 6);
+		f->payload = f->payload_len ? sqlite3_column_blob(st, 6) : (const unsigned char *)"";
+	}
+	return WEFT_OK;
+}
+
+/* An event read by the scan, kept (payload copied) until the next one
+ * shows whether its HLC is tied. */
+typedef struct scan_ev {
+	struct weft_event f;
+	int64_t n, scope;
+	unsigned char *buf;
+	size_t cap;
+	int has;
+} scan_ev;
+
+static int scan_hold(weft_db *db, sqlite3_stmt *st, scan_ev *h)
+{
+	int rc = scan_read(db, st, &h->f, &h->n, &h->scope);
+	if (rc < 0)
+		return rc;
+	if (h->f.payload && h->f.payload_len) {
+		if (h->f.payload_len > h->cap) {
+			size_t cap = h->cap ? h->cap : 256;
+			while (cap < h->f.payload_len)
+				cap *= 2;
+			unsigned char *b = weft__realloc(h->buf, cap);
+			if (!b)
+				return err_set(&db->err, WEFT_ENOMEM, "out of memory re-deriving tables");
+			h->buf = b;
+			h->cap = cap;
+		}
+		memcpy(h->buf, h->f.payload, h->f.payload_len);
+		h->f.payload = h->buf;
+	}
+	h->has = 1;
+	return WEFT_OK;
+}
+
+static int rebuild_apply(weft_db *db, const struct weft_event *ev, int64_t n, int64_t scope, weft_progress_cb cb,
+                         void *payload, uint64_t *done, uint64_t total)
+{
+	int rc = project_event(db, ev, n, scope);
+	if (rc == WEFT_OK && cb && (++*done % 1024 == 0 || *done == total) && cb(*done, total, payload))
+		rc = err_set(&db->err, WEFT_EUSER, "rebuild stopped by the progress callback");
+	return rc;
+}
+
 /* Inside a transaction: drops and re-derives everything under db->schema.
  * old: the previous schema when it changes (its rows are recorded for the
  * feed); made: the schema whose derived tables exist now, the only ones
@@ -2768,37 +2864,46 @@ static int rederive(weft_db *db, schema *old, schema *made, weft_progress_cb cb,
 		db->proj->bloom_bits = words * 64; /* without it, every row is read */
 	int s;
 	rc = WEFT_OK;
+	scan_ev held = {0};
+	sqlite3_stmt *ties = NULL;
 	while (rc == WEFT_OK && (s = step(db, st)) == SQLITE_ROW) {
-		/* Only the fields projection reads (columns after n, scope). */
-		struct weft_event f;
-		memset(&f, 0, sizeof(f));
-		int64_t n = sqlite3_column_int64(st, 0), scope = sqlite3_column_int64(st, 1);
-		if (sqlite3_column_bytes(st, 2) == 32)
-			memcpy(f.id.bytes, sqlite3_column_blob(st, 2), 32);
-		if (sqlite3_column_bytes(st, 3) == 32)
-			memcpy(f.author, sqlite3_column_blob(st, 3), 32);
-		f.hlc = (uint64_t)sqlite3_column_int64(st, 4);
-		snprintf(f.kind, sizeof(f.kind), "%s", ROWS_KIND);
-		if (sqlite3_column_type(st, 5) != SQLITE_NULL) {
-			const void *idem = sqlite3_column_blob(st, 5);
-			int len = sqlite3_column_bytes(st, 5);
-			if (!idem || len < 1 || len > WEFT_IDEM_KEY_MAX) {
-				rc = err_set(&db->err, WEFT_ECORRUPT, "a stored event has a malformed idempotency key; "
-				             "run `weft verify`");
+		uint64_t hlc = (uint64_t)sqlite3_column_int64(st, 4);
+		if (held.has && held.f.hlc != hlc) {
+			rc = rebuild_apply(db, &held.f, held.n, held.scope, cb, payload, &done, total);
+			held.has = 0;
+		} else if (held.has) {
+			/* A tie: every event of this HLC, in id order. */
+			held.has = 0;
+			if (!ties && sqlite3_prepare_v2(db->sql, REBUILD_TIES, -1, &ties, NULL) != SQLITE_OK) {
+				rc = store_sqlite_error(db, sqlite3_errcode(db->sql), "re-deriving tables");
 				break;
 			}
-			memcpy(f.idem, idem, (size_t)len);
-			f.idem[len] = '\0';
+			sqlite3_reset(ties);
+			sqlite3_bind_int64(ties, 1, (int64_t)hlc);
+			int t = SQLITE_DONE;
+			while (rc == WEFT_OK && (t = step(db, ties)) == SQLITE_ROW) {
+				struct weft_event f;
+				int64_t n, scope;
+				if ((rc = scan_read(db, ties, &f, &n, &scope)) == WEFT_OK)
+					rc = rebuild_apply(db, &f, n, scope, cb, payload, &done, total);
+			}
+			sqlite3_reset(ties);
+			if (rc == WEFT_OK && t != SQLITE_DONE)
+				rc = store_sqlite_error(db, t, "re-deriving tables");
+			/* The scan's other events of this HLC were applied. */
+			while (rc == WEFT_OK && (s = step(db, st)) == SQLITE_ROW &&
+			       (uint64_t)sqlite3_column_int64(st, 4) == hlc)
+				;
+			if (rc < 0 || s != SQLITE_ROW)
+				break;
 		}
-		if (sqlite3_column_type(st, 6) != SQLITE_NULL) {
-			f.payload_len = (uint32_t)sqlite3_column_bytes(st, 6);
-			f.payload = f.payload_len ? sqlite3_column_blob(st, 6) : (const unsigned char *)"";
-		}
-		const struct weft_event *ev = &f;
-		rc = project_event(db, ev, n, scope);
-		if (rc == WEFT_OK && cb && (++done % 1024 == 0 || done == total) && cb(done, total, payload))
-			rc = err_set(&db->err, WEFT_EUSER, "rebuild stopped by the progress callback");
+		if (rc == WEFT_OK)
+			rc = scan_hold(db, st, &held);
 	}
+	if (rc == WEFT_OK && s == SQLITE_DONE && held.has)
+		rc = rebuild_apply(db, &held.f, held.n, held.scope, cb, payload, &done, total);
+	weft__free(held.buf);
+	sqlite3_finalize(ties);
 	sqlite3_finalize(st);
 	if (rc == WEFT_OK && s != SQLITE_DONE)
 		rc = store_sqlite_error(db, s, "re-deriving tables");

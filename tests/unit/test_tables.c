@@ -923,6 +923,50 @@ static void test_tables_idempotency_earliest_event_takes_effect_everywhere(void 
 	assert_memory_equal(again.bytes, ia.bytes, 32);
 }
 
+/* Events that share an HLC and an idempotency key, arriving largest id
+ * first, between other events: the smallest id takes effect, incrementally
+ * and after a rebuild (which reads tied events apart from the others). */
+static void test_tables_rebuild_applies_tied_events_in_id_order(void **state)
+{
+	fixture *f = *state;
+	weft_db *a = dev(f, 0, TODO), *b = dev(f, 1, TODO), *c = dev(f, 2, TODO);
+	weft_txn *t;
+	weft_id id[3];
+	weft_db *src[3] = {a, b, c};
+	for (int i = 0; i < 3; i++) {
+		f->clock[i].now_ms = T0 + 10;
+		tu_ok(src[i], weft_txn_begin(&t, src[i], "home", "order-9"));
+		tu_ok(src[i], weft_txn_incr(t, "todo", K("x"), "votes", 1));
+		tu_ok(src[i], weft_txn_set(t, "todo", K("x"), "note", K(i == 0 ? "a" : i == 1 ? "b" : "c")));
+		tu_ok(src[i], weft_txn_commit(&id[i], t));
+	}
+	assert_int_equal(hlc_of(a, &id[0]), hlc_of(b, &id[1]));
+	assert_int_equal(hlc_of(a, &id[0]), hlc_of(c, &id[2]));
+	int lo = 0, hi = 0;
+	for (int i = 1; i < 3; i++) {
+		if (memcmp(id[i].bytes, id[lo].bytes, 32) < 0)
+			lo = i;
+		if (memcmp(id[i].bytes, id[hi].bytes, 32) > 0)
+			hi = i;
+	}
+	weft_db *d = dev(f, 3, TODO);
+	f->clock[3].now_ms = T0;
+	set1(d, "todo", K("before"), "title", K("first"));
+	/* Largest id first: the arrival order is not the id order. */
+	send(d, src[hi], &id[hi], 1);
+	send(d, src[3 - lo - hi], &id[3 - lo - hi], 1);
+	send(d, src[lo], &id[lo], 1);
+	f->clock[3].now_ms = T0 + 20;
+	set1(d, "todo", K("x"), "title", K("after"));
+	char want[64];
+	snprintf(want, sizeof(want), "'first'|NULL|'none'\n'after'|1|'%c'", "abc"[lo]);
+	const char *q = "SELECT title, votes, note FROM todo ORDER BY id";
+	expect_q(d, q, want);
+	tu_ok(d, weft_db_rebuild(d, NULL, NULL));
+	expect_q(d, q, want);
+	/* teardown compares each store with its rebuild */
+}
+
 /* Three events with one key arriving latest-first: each arrival displaces
  * the previous one, and all duplicates point at the final winner. */
 static void test_tables_idempotency_chain_of_displacements(void **state)
@@ -1481,8 +1525,11 @@ static void test_tables_long_history_is_re_derived(void **state)
 static void test_tables_rebuild_in_batches(void **state)
 {
 	fixture *f = *state;
-	weft_db *a = dev(f, 0, "CREATE TABLE kv(k INTEGER PRIMARY KEY, v INTEGER, n INTEGER DEFAULT 5);"
-	                      "CREATE TABLE tk(k TEXT PRIMARY KEY, v TEXT)");
+	weft_db *a = dev(f, 0, NULL);
+	char *before = tu_query(a, "PRAGMA secure_delete"); /* as SQLite was built */
+	tu_ok(a, weft_schema_define(a, "CREATE TABLE kv(k INTEGER PRIMARY KEY, v INTEGER, n INTEGER DEFAULT 5);"
+	                               "CREATE TABLE tk(k TEXT PRIMARY KEY, v TEXT)"));
+	expect_q(a, "PRAGMA secure_delete", before);
 	const int per = 35000, rounds = 2;
 	for (int r = 0; r < rounds; r++) {
 		weft_txn *t;
@@ -1502,6 +1549,11 @@ static void test_tables_rebuild_in_batches(void **state)
 	expect_q(a, "SELECT count(*), sum(v), sum(n) FROM kv", "69999|1224964977|349998");
 	expect_q(a, "SELECT k, v FROM tk ORDER BY k", "'a'|'second'\n'b'|'first'");
 	expect_q(a, "SELECT k, v, n FROM kv WHERE k IN (7, 8, 35009) ORDER BY k", "7|-7|5\n8|8|8");
+	/* A rebuild drops the old tables with secure_delete FAST, and puts
+	 * the setting back. */
+	tu_ok(a, weft_db_rebuild(a, NULL, NULL));
+	expect_q(a, "PRAGMA secure_delete", before);
+	free(before);
 	/* teardown compares with a rebuild */
 }
 
@@ -1546,6 +1598,7 @@ int main(void)
 		T(test_tables_late_put_or_delete_between_increments),
 		T(test_tables_long_history_is_re_derived),
 		T(test_tables_rebuild_in_batches),
+		T(test_tables_rebuild_applies_tied_events_in_id_order),
 	};
 	return cmocka_run_group_tests_name("tables", tests, NULL, NULL);
 }
