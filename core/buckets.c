@@ -195,10 +195,9 @@ static int each_scope(weft_db *db, uint64_t from, uint64_t to, scope_fn fn, void
 	return out;
 }
 
-static int insert_scope(weft_db *db, int64_t ref, const char *name, cell_acc *a, void *payload)
+/* Steps st (an insert or a fold of bucket rows) once per gathered cell. */
+static int write_cells(weft_db *db, int64_t ref, const cell_acc *a, sqlite3_stmt *st, const char *doing)
 {
-	sqlite3_stmt *st = payload;
-	(void)name;
 	for (size_t i = 0; i < a->n; i++) {
 		sqlite3_reset(st);
 		sqlite3_bind_int64(st, 1, ref);
@@ -207,9 +206,15 @@ static int insert_scope(weft_db *db, int64_t ref, const char *name, cell_acc *a,
 		sqlite3_bind_blob(st, 4, a->rows[i].sum, 32, SQLITE_STATIC);
 		int rc = sqlite3_step(st);
 		if (rc != SQLITE_DONE)
-			return store_sqlite_error(db, rc, "writing reconciliation buckets");
+			return store_sqlite_error(db, rc, doing);
 	}
 	return WEFT_OK;
+}
+
+static int insert_scope(weft_db *db, int64_t ref, const char *name, cell_acc *a, void *payload)
+{
+	(void)name;
+	return write_cells(db, ref, a, payload, "writing reconciliation buckets");
 }
 
 static int rebuild_in_txn(weft_db *db)
@@ -393,19 +398,8 @@ int buckets_verify(weft_db *db)
 
 static int fold_scope(weft_db *db, int64_t ref, const char *name, cell_acc *a, void *payload)
 {
-	sqlite3_stmt *st = payload;
 	(void)name;
-	for (size_t i = 0; i < a->n; i++) {
-		sqlite3_reset(st);
-		sqlite3_bind_int64(st, 1, ref);
-		sqlite3_bind_int64(st, 2, (sqlite3_int64)a->rows[i].cell);
-		sqlite3_bind_int64(st, 3, (sqlite3_int64)a->rows[i].count);
-		sqlite3_bind_blob(st, 4, a->rows[i].sum, 32, SQLITE_STATIC);
-		int rc = sqlite3_step(st);
-		if (rc != SQLITE_DONE)
-			return store_sqlite_error(db, rc, "folding reconciliation buckets");
-	}
-	return WEFT_OK;
+	return write_cells(db, ref, a, payload, "folding reconciliation buckets");
 }
 
 int buckets_fold(weft_db *db)

@@ -1456,10 +1456,16 @@ static int cell_delete(weft_db *db, crow *r, const cstamp *s)
 	return WEFT_OK;
 }
 
-/* A put of column k (-1: a column-less put or an undeclared column). */
-static int cell_put(weft_db *db, crow *r, int k, const cstamp *s, const weft_value *v)
+/*
+ * What a put or an increment at s of column k (-1: none, or an undeclared
+ * column) does first: the row is live at s unless a delete is newer, and
+ * *out is the column to change, or NULL when a newer delete or a newer put
+ * of the column wins (a put resets a counter).
+ */
+static int cell_target(weft_db *db, crow *r, int k, const cstamp *s, ccol **out)
 {
 	int c;
+	*out = NULL;
 	if (r->tomb.n) {
 		CMP(s, &r->tomb);
 		if (c <= 0)
@@ -1477,6 +1483,18 @@ static int cell_put(weft_db *db, crow *r, int k, const cstamp *s, const weft_val
 		if (c <= 0)
 			return WEFT_OK;
 	}
+	*out = col;
+	return WEFT_OK;
+}
+
+/* A put of column k (-1: a column-less put or an undeclared column). */
+static int cell_put(weft_db *db, crow *r, int k, const cstamp *s, const weft_value *v)
+{
+	int c;
+	ccol *col;
+	int rc = cell_target(db, r, k, s, &col);
+	if (rc < 0 || !col)
+		return rc;
 	if (col->nincr) {
 		CMP(&col->imax, s);
 		if (c < 0) {
@@ -1497,23 +1515,10 @@ static int cell_put(weft_db *db, crow *r, int k, const cstamp *s, const weft_val
 static int cell_incr(weft_db *db, crow *r, int k, const cstamp *s, int64_t delta)
 {
 	int c;
-	if (r->tomb.n) {
-		CMP(s, &r->tomb);
-		if (c <= 0)
-			return WEFT_OK;
-	}
-	if (r->live.n)
-		CMP(s, &r->live);
-	if (!r->live.n || c > 0)
-		r->live = *s;
-	if (k < 0)
-		return WEFT_OK;
-	ccol *col = &r->cols[k];
-	if (col->put.n) {
-		CMP(s, &col->put);
-		if (c <= 0)
-			return WEFT_OK; /* a put resets a counter */
-	}
+	ccol *col;
+	int rc = cell_target(db, r, k, s, &col);
+	if (rc < 0 || !col)
+		return rc;
 	col->sum = (int64_t)((uint64_t)col->sum + (uint64_t)delta);
 	if (!col->nincr++) {
 		col->imax = col->imin = *s;
