@@ -22,18 +22,7 @@ typedef struct fixture {
 static int setup(void **state)
 {
 	fixture *f = calloc(1, sizeof(*f));
-	struct stat st;
-	const char *old = getenv("TMPDIR");
-	char *saved = old ? strdup(old) : NULL;
-	if (stat("/dev/shm", &st) == 0 && S_ISDIR(st.st_mode))
-		setenv("TMPDIR", "/dev/shm", 1);
-	f->dir = tu_mkdtemp();
-	if (saved) {
-		setenv("TMPDIR", saved, 1);
-		free(saved);
-	} else {
-		unsetenv("TMPDIR");
-	}
+	f->dir = tu_mkdtemp_shm();
 	f->clock.now_ms = T0;
 	*state = f;
 	return 0;

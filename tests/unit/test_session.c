@@ -21,28 +21,10 @@ typedef struct fixture {
 	tu_clock clock;
 } fixture;
 
-/* Stores live under /dev/shm when it exists: fsync is free there. */
-static char *fast_tmpdir(void)
-{
-	struct stat st;
-	const char *old = getenv("TMPDIR");
-	char *saved = old ? strdup(old) : NULL;
-	if (stat("/dev/shm", &st) == 0 && S_ISDIR(st.st_mode))
-		setenv("TMPDIR", "/dev/shm", 1);
-	char *d = tu_mkdtemp();
-	if (saved) {
-		setenv("TMPDIR", saved, 1);
-		free(saved);
-	} else {
-		unsetenv("TMPDIR");
-	}
-	return d;
-}
-
 static int setup(void **state)
 {
 	fixture *f = calloc(1, sizeof(*f));
-	f->dir = fast_tmpdir();
+	f->dir = tu_mkdtemp_shm();
 	f->clock.now_ms = T0;
 	*state = f;
 	return 0;

@@ -16,22 +16,10 @@ typedef struct fixture {
 	char *dir;
 } fixture;
 
-/* Stores live under /dev/shm when it exists: fsync is free there. */
 static int setup(void **state)
 {
 	fixture *f = calloc(1, sizeof(*f));
-	struct stat st;
-	const char *old = getenv("TMPDIR");
-	char *saved = old ? strdup(old) : NULL;
-	if (stat("/dev/shm", &st) == 0 && S_ISDIR(st.st_mode))
-		setenv("TMPDIR", "/dev/shm", 1);
-	f->dir = tu_mkdtemp();
-	if (saved) {
-		setenv("TMPDIR", saved, 1);
-		free(saved);
-	} else {
-		unsetenv("TMPDIR");
-	}
+	f->dir = tu_mkdtemp_shm();
 	*state = f;
 	return 0;
 }

@@ -5,16 +5,30 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+static char *mkdtemp_in(const char *base)
+{
+	char buf[4096];
+	snprintf(buf, sizeof(buf), "%s/weft-test-XXXXXX", base);
+	char *d = mkdtemp(buf);
+	assert_non_null(d);
+	return strdup(d);
+}
 
 char *tu_mkdtemp(void)
 {
 	const char *base = getenv("TMPDIR");
-	char buf[4096];
-	snprintf(buf, sizeof(buf), "%s/weft-test-XXXXXX", base && *base ? base : "/tmp");
-	char *d = mkdtemp(buf);
-	assert_non_null(d);
-	return strdup(d);
+	return mkdtemp_in(base && *base ? base : "/tmp");
+}
+
+char *tu_mkdtemp_shm(void)
+{
+	struct stat st;
+	if (stat("/dev/shm", &st) == 0 && S_ISDIR(st.st_mode) && access("/dev/shm", W_OK) == 0)
+		return mkdtemp_in("/dev/shm");
+	return tu_mkdtemp();
 }
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)

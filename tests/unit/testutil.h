@@ -12,6 +12,9 @@
 
 /* A fresh private directory under $TMPDIR, removed by tu_rmdir. */
 char *tu_mkdtemp(void);
+/* The same under /dev/shm when it exists (fsync is free there), for
+ * tests that sync many stores. */
+char *tu_mkdtemp_shm(void);
 void tu_rmdir(char *dir);
 /* dir + "/" + name in a static rotating buffer. */
 const char *tu_path(const char *dir, const char *name);
