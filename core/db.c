@@ -10,6 +10,7 @@
 #include "core/ingest.h"
 #include "core/project.h"
 #include "core/store.h"
+#include "core/walbuf.h"
 #include "platform/platform.h"
 
 static const char schema_v1[] =
@@ -277,7 +278,7 @@ int weft_db_open(weft_db **out, const char *path, const weft_open_options *opts)
 		}
 	}
 	int flags = db->readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0);
-	rc = sqlite3_open_v2(path, &db->sql, flags | SQLITE_OPEN_NOMUTEX, NULL);
+	rc = sqlite3_open_v2(path, &db->sql, flags | SQLITE_OPEN_NOMUTEX, walbuf_vfs_name());
 	if (rc != SQLITE_OK) {
 		rc = store_sqlite_error(db, rc, "opening the database");
 		goto fail;
