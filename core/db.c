@@ -411,6 +411,7 @@ static int own_head(weft_db *db, uint64_t *seq, weft_id *id, int64_t *dv_out)
 		return WEFT_OK;
 	}
 	/* Own events may have arrived from a peer (a restored device). */
+	int forked = 0;
 	if ((rc = self_ref(db)) < 0)
 		return rc;
 	if (db->self_ref >= 0) {
@@ -422,6 +423,7 @@ static int own_head(weft_db *db, uint64_t *seq, weft_id *id, int64_t *dv_out)
 		if (rc == SQLITE_ROW && sqlite3_column_bytes(st, 1) == 32) {
 			*seq = (uint64_t)sqlite3_column_int64(st, 0);
 			memcpy(id->bytes, sqlite3_column_blob(st, 1), 32);
+			forked = sqlite3_column_int(st, 2) != 0;
 		} else if (rc == SQLITE_ROW) {
 			rc = -1;
 		}
@@ -435,6 +437,7 @@ static int own_head(weft_db *db, uint64_t *seq, weft_id *id, int64_t *dv_out)
 	db->own_dv = dv;
 	db->own_seq = *seq;
 	db->own_id = *id;
+	db->own_forked = forked;
 	return WEFT_OK;
 }
 
@@ -489,8 +492,10 @@ int weft_db_append(weft_id *out, weft_db *db, const char *scope, const char *kin
 	struct weft_event *ev;
 	if ((rc = codec_event_build(&ev, &f, db->id.sk, db->max_payload, &db->err)) < 0)
 		goto fail;
+	/* Built on the head and the newest stamp just read: unless this
+	 * device's chain is forked, nothing stored can collide with it. */
 	weft_ingest_status status;
-	rc = store_insert_event(db, ev, &status);
+	rc = store_insert_event(db, ev, !db->own_forked, &status);
 	if (rc == 0 && db->self_ref < 0)
 		rc = self_ref(db);
 	if (rc == 0) {

@@ -372,7 +372,7 @@ int ingest_finish(ingest_job *j, int *result)
 		if (!j->evs[i])
 			continue;
 		weft_ingest_status status;
-		rc = store_insert_event(db, j->evs[i], &status);
+		rc = store_insert_event(db, j->evs[i], 0, &status);
 		if (rc == 0)
 			result[i] = (int)status;
 	}

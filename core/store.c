@@ -38,7 +38,8 @@ static const char *const stmt_sql[STMT__COUNT] = {
 		"SELECT e.id FROM weft_event e JOIN weft_scope s ON s.ref = e.scope "
 		"WHERE s.name = ?1 AND e.idem = ?2 ORDER BY e.hlc, e.id LIMIT 1",
 	[STMT_OWN_HEAD] =
-		"SELECT seq, id FROM weft_event WHERE author = ?1 ORDER BY seq DESC, id LIMIT 1",
+		"SELECT e.seq, e.id, a.forked FROM weft_event e JOIN weft_author a ON a.ref = e.author "
+		"WHERE e.author = ?1 ORDER BY e.seq DESC, e.id LIMIT 1",
 	[STMT_DATA_VERSION] = "PRAGMA data_version",
 	[STMT_META_GET] = "SELECT value FROM weft_meta WHERE key = ?1",
 	[STMT_META_SET] = "INSERT OR REPLACE INTO weft_meta(key, value) VALUES (?1, ?2)",
@@ -243,8 +244,8 @@ static int intern(weft_db *db, int64_t *ref, int which, const void *val, int is_
 	return WEFT_OK;
 }
 
-int store_insert_event(weft_db *db, const struct weft_event *ev,
-                       weft_ingest_status *status)
+/* Whether ev is stored already (by its stamp and id). */
+static int event_at_exists(weft_db *db, const struct weft_event *ev, int *exists)
 {
 	sqlite3_stmt *st = store_stmt(db, STMT_EVENT_AT_EXISTS);
 	if (!st)
@@ -253,27 +254,24 @@ int store_insert_event(weft_db *db, const struct weft_event *ev,
 	sqlite3_bind_blob(st, 2, ev->id.bytes, 32, SQLITE_STATIC);
 	int rc = sqlite3_step(st);
 	sqlite3_reset(st);
-	if (rc == SQLITE_ROW) {
-		*status = WEFT_INGEST_DUPLICATE;
-		return WEFT_OK;
-	}
-	if (rc != SQLITE_DONE)
-		return store_sqlite_error(db, rc, "looking up an event");
+	*exists = rc == SQLITE_ROW;
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? WEFT_OK : store_sqlite_error(db, rc, "looking up an event");
+}
 
-	int64_t author, scope, kind;
-	if ((rc = intern(db, &author, 0, ev->author, 1)) < 0 || (rc = intern(db, &scope, 1, ev->scope, 0)) < 0 ||
-	    (rc = intern(db, &kind, 2, ev->kind, 0)) < 0)
-		return rc;
-	if (memcmp(ev->author, db->id.pk, 32) == 0)
-		db->own_valid = 0; /* own events may come back from a peer */
-
-	/* A fork: another event at this author's sequence number, or a chain
-	 * link that disagrees with a stored neighbour. Both events are validly
-	 * signed, so the author signed two histories: keep both as evidence
-	 * and flag the author. */
-	*status = WEFT_INGEST_NEW;
-	if (!(st = store_stmt(db, STMT_EVENT_SAME_SEQ)))
+/*
+ * A fork: another event at this author's sequence number, or a chain link
+ * that disagrees with a stored neighbour. Both events are validly signed,
+ * so the author signed two histories: keep both as evidence and flag the
+ * author. Sets *prev_derivable when ev's prev is the id of the only stored
+ * event at seq - 1 (so the row need not keep it).
+ */
+static int chain_check(weft_db *db, const struct weft_event *ev, int64_t author, weft_ingest_status *status,
+                       int *prev_derivable)
+{
+	sqlite3_stmt *st = store_stmt(db, STMT_EVENT_SAME_SEQ);
+	if (!st)
 		return db->err.code;
+	int rc;
 	sqlite3_bind_int64(st, 1, author);
 	sqlite3_bind_int64(st, 2, (sqlite3_int64)ev->seq);
 	int same = 0, before = 0, before_links = 0, after = 0, after_links = 0;
@@ -322,13 +320,39 @@ int store_insert_event(weft_db *db, const struct weft_event *ev,
 		if (rc != SQLITE_DONE)
 			return store_sqlite_error(db, rc, "recording a forked chain");
 	}
+	*prev_derivable = before == 1 && before_links;
+	return WEFT_OK;
+}
 
-	if (!(st = store_stmt(db, STMT_EVENT_INSERT)))
+int store_insert_event(weft_db *db, const struct weft_event *ev, int own_next,
+                       weft_ingest_status *status)
+{
+	int rc, exists = 0, prev_derivable = 1;
+	if (!own_next && (rc = event_at_exists(db, ev, &exists)) < 0)
+		return rc;
+	if (exists) {
+		*status = WEFT_INGEST_DUPLICATE;
+		return WEFT_OK;
+	}
+	int64_t author, scope, kind;
+	if ((rc = intern(db, &author, 0, ev->author, 1)) < 0 || (rc = intern(db, &scope, 1, ev->scope, 0)) < 0 ||
+	    (rc = intern(db, &kind, 2, ev->kind, 0)) < 0)
+		return rc;
+	*status = WEFT_INGEST_NEW;
+	if (!own_next) {
+		if (memcmp(ev->author, db->id.pk, 32) == 0)
+			db->own_valid = 0; /* own events may come back from a peer */
+		if ((rc = chain_check(db, ev, author, status, &prev_derivable)) < 0)
+			return rc;
+	}
+
+	sqlite3_stmt *st = store_stmt(db, STMT_EVENT_INSERT);
+	if (!st)
 		return db->err.code;
 	sqlite3_bind_blob(st, 1, ev->id.bytes, 32, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 2, author);
 	sqlite3_bind_int64(st, 3, (sqlite3_int64)ev->seq);
-	if (ev->seq > 1 && !(before == 1 && before_links))
+	if (ev->seq > 1 && !prev_derivable)
 		sqlite3_bind_blob(st, 4, ev->prev.bytes, 32, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 5, (sqlite3_int64)ev->hlc);
 	sqlite3_bind_int64(st, 6, scope);

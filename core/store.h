@@ -91,6 +91,7 @@ struct weft_db {
 	} read_ids[64];
 	uint64_t own_seq;
 	weft_id own_id;
+	int own_forked; /* this device's chain has a fork (with own_valid) */
 	weft_err err;
 	/* Derived tables (core/project.c). */
 	struct schema *schema; /* current declared schema, or NULL */
@@ -130,9 +131,12 @@ int store_hlc_get(weft_db *db, uint64_t *hlc);
 
 /*
  * Inside a transaction: stores a decoded, verified event. Sets *status
- * to WEFT_INGEST_NEW, _DUPLICATE or _FORK.
+ * to WEFT_INGEST_NEW, _DUPLICATE or _FORK. own_next says that ev is this
+ * device's next event, built on the head and stamp read in this
+ * transaction, on a chain with no fork: nothing stored can equal it or
+ * share its sequence number, so those lookups are skipped.
  */
-int store_insert_event(weft_db *db, const struct weft_event *ev,
+int store_insert_event(weft_db *db, const struct weft_event *ev, int own_next,
                        weft_ingest_status *status);
 /* Commits a write transaction that stored events: first finishes derived
  * work (change feed), then COMMIT, then tells the commit callback. */

@@ -397,6 +397,48 @@ static void test_store_restored_device_continues_its_chain(void **state)
 	weft_db_close(a2);
 }
 
+/* Two stores with one key each wrote a seq 2: once the other side's
+ * event arrives, this device's chain is forked, and its next event must
+ * still read back with the prev it was signed with. */
+static void test_store_appends_after_its_own_chain_forked(void **state)
+{
+	fixture *f = *state;
+	weft_db *a = tu_open(f->dir, "a.db", &f->clock, 1);
+	weft_id first, mine, theirs, next;
+	tu_ok(a, weft_db_append(&first, a, "home", "note", NULL, "p", 1));
+	weft_db *clone = tu_open(f->dir, "clone.db", &f->clock, 1);
+	size_t len;
+	unsigned char *e = encoded(a, &first, &len);
+	weft_ingest_status st;
+	tu_ok(clone, weft_db_ingest(&st, clone, e, len));
+	free(e);
+	tu_ok(a, weft_db_append(&mine, a, "home", "note", NULL, "mine", 4));
+	f->clock.now_ms += 5;
+	tu_ok(clone, weft_db_append(&theirs, clone, "home", "note", NULL, "theirs", 6));
+	e = encoded(clone, &theirs, &len);
+	tu_ok(a, weft_db_ingest(&st, a, e, len));
+	assert_int_equal(st, WEFT_INGEST_FORK);
+	free(e);
+	for (int i = 0; i < 2; i++) {
+		f->clock.now_ms += 5;
+		tu_ok(a, weft_db_append(&next, a, "home", "note", NULL, "next", 4));
+		weft_event *ev;
+		tu_ok(a, weft_db_get(&ev, a, &next));
+		assert_int_equal(weft_event_seq(ev), 3 + i);
+		if (i == 0)
+			assert_true(memcmp(weft_event_prev(ev)->bytes, mine.bytes, 32) == 0 ||
+			            memcmp(weft_event_prev(ev)->bytes, theirs.bytes, 32) == 0);
+		weft_event_free(ev);
+	}
+	weft_verify_report r;
+	tu_ok(a, weft_db_verify(&r, a, NULL, NULL));
+	assert_int_equal(r.checked, 5);
+	assert_int_equal(r.bad, 0);
+	assert_int_equal(r.forks, 1);
+	weft_db_close(clone);
+	weft_db_close(a);
+}
+
 static void tamper(const char *path, const char *sql)
 {
 	sqlite3 *s;
@@ -805,6 +847,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_store_batch_refuses_bad_events_alone, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_refuses_events_from_the_future, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_restored_device_continues_its_chain, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_appends_after_its_own_chain_forked, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_verify_names_a_tampered_event, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_tells_apart_ids_sharing_a_prefix, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_keeps_links_when_a_fork_arrives_below, setup, teardown),
