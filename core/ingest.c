@@ -286,6 +286,20 @@ size_t ingest_count(const ingest_job *j)
 	return j->n;
 }
 
+void ingest_job_ids(const ingest_job *j, weft_id *ids)
+{
+	/* The job's bytes are only read while its checks run. */
+	for (size_t i = 0; i < j->n; i++) {
+		struct weft_event *ev;
+		if (codec_event_decode(&ev, j->ev[i].data, j->ev[i].len, j->db->max_payload, NULL) == WEFT_OK) {
+			ids[i] = ev->id;
+			codec_event_free(ev);
+		} else {
+			memset(&ids[i], 0, sizeof(ids[i]));
+		}
+	}
+}
+
 int ingest_ready(ingest_job *j)
 {
 	if (!j->pool)

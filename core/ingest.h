@@ -23,6 +23,10 @@ int ingest_submit(ingest_job **out, weft_db *db, const weft_bytes *events, size_
 int ingest_ready(ingest_job *j);
 /* Number of events in the job. */
 size_t ingest_count(const ingest_job *j);
+/* The ids of the job's events (ingest_count entries), decoded from their
+ * bytes but not checked: zero for bytes that do not decode. Safe while
+ * the checks run. */
+void ingest_job_ids(const ingest_job *j, weft_id *ids);
 /*
  * Waits for the checks, then stores the accepted events in one
  * transaction: result[i] (ingest_count entries) as in

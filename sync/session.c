@@ -122,6 +122,10 @@ struct weft_session {
 	size_t nrx;
 	int settling;
 	uint64_t outstanding_wants; /* client: WANT frames not yet answered */
+	/* Client, during a reconciliation step: ids of received events still
+	 * being checked (on their way to the store), sorted. */
+	weft_id *inflight;
+	size_t ninflight;
 	/* Work a peer can make us do is bounded by what honest peers need. */
 	uint64_t neg_rounds, max_rounds; /* reconciliation messages handled */
 	uint64_t wanted_total;           /* server: ids requested so far */
@@ -456,6 +460,7 @@ void weft_session_free(weft_session *s)
 	free_strv(s->want_scopes, s->n_want);
 	weft__free(s->grants);
 	weft__free(s->neg_next);
+	weft__free(s->inflight);
 	weft__free(s->q);
 	weft__free(s->have);
 	weft__free(s->hslot);
@@ -583,6 +588,35 @@ static void flush_want(diff_ctx *d)
 	d->nwant = 0;
 }
 
+static int id_cmp(const void *a, const void *b)
+{
+	return memcmp(a, b, sizeof(weft_id));
+}
+
+/* Client: the ids of received batches still being checked, so that a
+ * reconciliation step can run while they are (not after storing them). */
+static int inflight_collect(weft_session *s)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < s->nrx; i++)
+		n += s->rx[i].job ? ingest_count(s->rx[i].job) : 0;
+	s->ninflight = 0;
+	if (!n)
+		return WEFT_OK;
+	weft_id *ids = weft__realloc(s->inflight, n * sizeof(weft_id));
+	if (!ids)
+		return oom(s);
+	s->inflight = ids;
+	for (size_t i = 0; i < s->nrx; i++) {
+		if (s->rx[i].job) {
+			ingest_job_ids(s->rx[i].job, ids + s->ninflight);
+			s->ninflight += ingest_count(s->rx[i].job);
+		}
+	}
+	qsort(s->inflight, s->ninflight, sizeof(weft_id), id_cmp);
+	return WEFT_OK;
+}
+
 static int on_diff(void *payload, enum neg_diff_kind kind, const uint8_t id[NEG_ID_BYTES])
 {
 	diff_ctx *d = payload;
@@ -592,14 +626,20 @@ static int on_diff(void *payload, enum neg_diff_kind kind, const uint8_t id[NEG_
 		return d->rc < 0;
 	}
 	/* With a frame limit an id may be reported again in a later round;
-	 * rounds wait until every WANT was answered, so the store knows. */
-	int has = store_has_event(s->db, id);
-	if (has < 0) {
-		d->rc = session_fail(s, has, "%s", weft_errmsg(s->db));
-		return 1;
-	}
-	if (has)
+	 * rounds wait until every WANT was answered, so the id is stored (and
+	 * then not reported by a view of the store) or still being checked. */
+	if (s->ninflight && bsearch(id, s->inflight, s->ninflight, sizeof(weft_id), id_cmp))
 		return 0;
+	if (!s->view) {
+		/* A list made at the start of the session: ask the store. */
+		int has = store_has_event(s->db, id);
+		if (has < 0) {
+			d->rc = session_fail(s, has, "%s", weft_errmsg(s->db));
+			return 1;
+		}
+		if (has)
+			return 0;
+	}
 	memcpy(d->want + 32 * d->nwant++, id, 32);
 	if (d->nwant == WANT_IDS_MAX || (d->nwant + 1) * 32 + FRAME_HEADER > s->send_max)
 		flush_want(d);
@@ -617,13 +657,11 @@ static int on_neg(weft_session *s, const frame *f)
 		                    (unsigned long long)s->neg_rounds, (unsigned long long)s->max_rounds,
 		                    items_count(s));
 	int began, rc;
-	/* Client: what the last round's WANTs brought is stored first (a
-	 * write, so before the read transaction), and on_diff does not ask
-	 * for it again. */
-	if (s->role == WEFT_ROLE_CLIENT && s->neg_waiting)
-		while (s->nrx)
-			if ((rc = rx_finish(s)) < 0)
-				return rc;
+	/* Client: what the last round's WANTs brought is stored or still
+	 * being checked; the checks go on during this step, and on_diff does
+	 * not ask for those events again. */
+	if (s->role == WEFT_ROLE_CLIENT && s->neg_waiting && (rc = inflight_collect(s)) < 0)
+		return rc;
 	/* One read transaction for the step, view and on_diff lookups. */
 	if ((rc = view_begin(s, &began)) < 0)
 		return neg_failed(s, rc);
@@ -649,6 +687,7 @@ static int on_neg(weft_session *s, const frame *f)
 	}
 	rc = neg_reconciler_reconcile(&reply, &reply_len, s->neg, f->payload, f->len, on_diff, &d);
 	view_end(s, began);
+	s->ninflight = 0;
 	flush_want(&d);
 	weft__free(d.want);
 	if (d.rc < 0)

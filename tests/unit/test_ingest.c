@@ -114,6 +114,39 @@ static void test_ingest_jobs_overlap_and_cancel(void **state)
 	weft_db_close(db);
 }
 
+/* A session asks ingest_job_ids what is on its way to the store while the
+ * checks run: the ids of the job's events, zero for bytes that do not
+ * decode, and the job is unaffected. */
+static void test_ingest_job_ids_while_checking(void **state)
+{
+	fixture *f = *state;
+	weft_db *db = tu_open(f->dir, "dst.db", &f->clock, 2);
+	weft_bytes b[N];
+	memcpy(b, f->ev, sizeof(b));
+	unsigned char junk[3] = {1, 2, 3};
+	b[5] = (weft_bytes){junk, sizeof(junk)};
+	ingest_job *j;
+	tu_ok(db, ingest_submit(&j, db, b, N));
+	weft_id ids[N], zero;
+	memset(&zero, 0, sizeof(zero));
+	ingest_job_ids(j, ids);
+	for (int i = 0; i < N; i++) {
+		if (i == 5) {
+			assert_memory_equal(ids[i].bytes, zero.bytes, 32);
+			continue;
+		}
+		weft_event *ev;
+		tu_ok(f->src, weft_event_decode(&ev, f->ev[i].data, f->ev[i].len, 0));
+		assert_memory_equal(ids[i].bytes, weft_event_id(ev)->bytes, 32);
+		weft_event_free(ev);
+	}
+	int result[N];
+	tu_ok(db, ingest_finish(j, result));
+	assert_true(result[5] < 0);
+	assert_int_equal(events(db), N - 1);
+	weft_db_close(db);
+}
+
 /* A batch checked in chunks on several threads reports the first refusal
  * by its index, refuses bad events alone and stores the rest together. */
 static void test_ingest_batch_refuses_bad_events_alone(void **state)
@@ -187,6 +220,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_ingest_jobs_overlap_and_cancel, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ingest_job_ids_while_checking, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ingest_batch_refuses_bad_events_alone, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ingest_read_transaction, setup, teardown),
 	};
