@@ -82,6 +82,7 @@ int buckets_watermark(weft_db *db, uint64_t *w)
 
 static int watermark_set(weft_db *db, uint64_t w)
 {
+	db->mark_valid = 0;
 	sqlite3_stmt *st = store_stmt(db, STMT_META_SET);
 	if (!st)
 		return db->err.code;
@@ -108,11 +109,15 @@ static uint64_t below(uint64_t w)
 
 int buckets_add(weft_db *db, int64_t scope_ref, uint64_t hlc, const unsigned char id[32])
 {
-	uint64_t w;
-	int wrc = buckets_watermark(db, &w);
-	if (wrc < 0)
-		return wrc;
-	if ((hlc >> BUCKET_SHIFT) >= w)
+	/* Called for every stored event: read the watermark once per
+	 * transaction (it changes only through watermark_set). */
+	if (!db->mark_valid) {
+		int wrc = buckets_watermark(db, &db->mark);
+		if (wrc < 0)
+			return wrc;
+		db->mark_valid = 1;
+	}
+	if ((hlc >> BUCKET_SHIFT) >= db->mark)
 		return WEFT_OK;
 	sqlite3_stmt *st = store_stmt(db, STMT_BUCKET_ADD);
 	if (!st)

@@ -140,11 +140,13 @@ static int step_once(weft_db *db, enum store_stmt which, const char *doing)
 
 int store_begin(weft_db *db)
 {
+	db->mark_valid = 0;
 	return step_once(db, STMT_BEGIN, "starting a write transaction");
 }
 
 int store_commit(weft_db *db)
 {
+	db->mark_valid = 0;
 	int rc = step_once(db, STMT_COMMIT, "committing");
 	if (rc < 0)
 		store_rollback(db);
@@ -156,6 +158,7 @@ void store_rollback(weft_db *db)
 	db->txn_changes = 0;
 	db->own_valid = 0;
 	db->hlc_valid = 0;
+	db->mark_valid = 0;
 	memset(db->refs, 0, sizeof(db->refs));
 	memset(db->read_ids, 0, sizeof(db->read_ids));
 	if (!sqlite3_get_autocommit(db->sql))

@@ -92,6 +92,11 @@ struct weft_db {
 	uint64_t own_seq;
 	weft_id own_id;
 	int own_forked; /* this device's chain has a fork (with own_valid) */
+	/* The reconciliation watermark, read once per write transaction
+	 * (core/buckets.c); store_begin, store_commit and store_rollback
+	 * clear it. */
+	int mark_valid;
+	uint64_t mark;
 	weft_err err;
 	/* Derived tables (core/project.c). */
 	struct schema *schema; /* current declared schema, or NULL */
