@@ -117,17 +117,54 @@ int buckets_add(weft_db *db, int64_t scope_ref, uint64_t hlc, const unsigned cha
 			return wrc;
 		db->mark_valid = 1;
 	}
-	if ((hlc >> BUCKET_SHIFT) >= db->mark)
+	uint64_t cell = hlc >> BUCKET_SHIFT;
+	if (cell >= db->mark)
+		return WEFT_OK;
+	/* Gathered per (scope, cell) and written once per transaction: a
+	 * batch of events spans a few cells. */
+	struct store_bucket_add *b = NULL;
+	for (size_t i = db->nbpend; i-- > 0;) {
+		if (db->bpend[i].cell == cell && db->bpend[i].scope == scope_ref) {
+			b = &db->bpend[i];
+			break;
+		}
+	}
+	if (!b) {
+		int rc;
+		if (db->nbpend == STORE_BUCKET_PENDING && (rc = buckets_flush(db)) < 0)
+			return rc;
+		b = &db->bpend[db->nbpend++];
+		b->scope = scope_ref;
+		b->cell = cell;
+		b->count = 0;
+		memset(b->sum, 0, sizeof(b->sum));
+	}
+	b->count++;
+	sum_add(b->sum, id);
+	return WEFT_OK;
+}
+
+int buckets_flush(weft_db *db)
+{
+	size_t n = db->nbpend;
+	db->nbpend = 0;
+	if (!n)
 		return WEFT_OK;
 	sqlite3_stmt *st = store_stmt(db, STMT_BUCKET_ADD);
 	if (!st)
 		return db->err.code;
-	sqlite3_bind_int64(st, 1, scope_ref);
-	sqlite3_bind_int64(st, 2, (sqlite3_int64)(hlc >> BUCKET_SHIFT));
-	sqlite3_bind_blob(st, 3, id, 32, SQLITE_STATIC);
-	int rc = sqlite3_step(st);
-	sqlite3_reset(st);
-	return rc == SQLITE_DONE ? WEFT_OK : store_sqlite_error(db, rc, "updating a reconciliation bucket");
+	for (size_t i = 0; i < n; i++) {
+		const struct store_bucket_add *b = &db->bpend[i];
+		sqlite3_bind_int64(st, 1, b->scope);
+		sqlite3_bind_int64(st, 2, (sqlite3_int64)b->cell);
+		sqlite3_bind_blob(st, 3, b->sum, 32, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 4, (sqlite3_int64)b->count);
+		int rc = sqlite3_step(st);
+		sqlite3_reset(st);
+		if (rc != SQLITE_DONE)
+			return store_sqlite_error(db, rc, "updating a reconciliation bucket");
+	}
+	return WEFT_OK;
 }
 
 /* ------------------------------------------------ computing from events */

@@ -34,6 +34,9 @@ int buckets_watermark(weft_db *db, uint64_t *w);
 int buckets_fold(weft_db *db);
 /* Inside the write transaction that stored the event. */
 int buckets_add(weft_db *db, int64_t scope_ref, uint64_t hlc, const unsigned char id[32]);
+/* Writes what buckets_add gathered in this transaction (store_commit_events
+ * calls it before COMMIT). */
+int buckets_flush(weft_db *db);
 /* 1 if the store has the table (a read-only store of an older weft may
  * not), 0 if not, negative on error. */
 int buckets_available(weft_db *db);

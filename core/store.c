@@ -55,8 +55,8 @@ static const char *const stmt_sql[STMT__COUNT] = {
 		"INSERT INTO temp.weft_touched(tbl, pk, existed, old, event) VALUES (?1, ?2, ?3, ?4, ?5)",
 	[STMT_TOUCHED_EVENT] = "UPDATE temp.weft_touched SET event = ?3 WHERE tbl = ?1 AND pk = ?2",
 	[STMT_BUCKET_ADD] =
-		"INSERT INTO weft_neg_bucket(scope, cell, count, sum) VALUES (?1, ?2, 1, ?3) "
-		"ON CONFLICT(scope, cell) DO UPDATE SET count = count + 1, sum = weft_u256_add(sum, excluded.sum)",
+		"INSERT INTO weft_neg_bucket(scope, cell, count, sum) VALUES (?1, ?2, ?4, ?3) "
+		"ON CONFLICT(scope, cell) DO UPDATE SET count = count + excluded.count, sum = weft_u256_add(sum, excluded.sum)",
 	[STMT_BUCKET_MARK] = "SELECT value FROM weft_meta WHERE key = 'neg_watermark'",
 	/* Prepared once: sqlite3_exec would parse them on every commit. */
 	[STMT_BEGIN] = "BEGIN IMMEDIATE",
@@ -141,6 +141,7 @@ static int step_once(weft_db *db, enum store_stmt which, const char *doing)
 int store_begin(weft_db *db)
 {
 	db->mark_valid = 0;
+	db->nbpend = 0;
 	return step_once(db, STMT_BEGIN, "starting a write transaction");
 }
 
@@ -159,6 +160,7 @@ void store_rollback(weft_db *db)
 	db->own_valid = 0;
 	db->hlc_valid = 0;
 	db->mark_valid = 0;
+	db->nbpend = 0;
 	memset(db->refs, 0, sizeof(db->refs));
 	memset(db->read_ids, 0, sizeof(db->read_ids));
 	if (!sqlite3_get_autocommit(db->sql))
@@ -389,6 +391,8 @@ int store_insert_event(weft_db *db, const struct weft_event *ev, int own_next,
 int store_commit_events(weft_db *db)
 {
 	int rc = project_finish(db);
+	if (rc == 0)
+		rc = buckets_flush(db);
 	if (rc < 0) {
 		store_rollback(db);
 		db->txn_changes = 0;

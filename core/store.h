@@ -53,6 +53,8 @@ enum store_stmt {
 };
 
 /* A remembered author key, scope or kind name and its reference. */
+/* Distinct (scope, cell) bucket additions held per write transaction. */
+#define STORE_BUCKET_PENDING 32
 #define STORE_REF_CACHE 16
 typedef struct store_ref_cache {
 	int64_t ref; /* 0: empty */
@@ -97,6 +99,14 @@ struct weft_db {
 	 * clear it. */
 	int mark_valid;
 	uint64_t mark;
+	/* Bucket additions of the current write transaction, written by
+	 * buckets_flush before it commits (core/buckets.c). */
+	struct store_bucket_add {
+		int64_t scope;
+		uint64_t cell, count;
+		unsigned char sum[32];
+	} bpend[STORE_BUCKET_PENDING];
+	size_t nbpend;
 	weft_err err;
 	/* Derived tables (core/project.c). */
 	struct schema *schema; /* current declared schema, or NULL */
