@@ -12,25 +12,6 @@
 #include "platform/platform.h"
 #include "sync/transport_tls.h"
 
-typedef struct fixture {
-	char *dir;
-} fixture;
-
-static int setup(void **state)
-{
-	fixture *f = calloc(1, sizeof(*f));
-	f->dir = tu_mkdtemp_shm();
-	*state = f;
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	fixture *f = *state;
-	tu_rmdir(f->dir);
-	free(f);
-	return 0;
-}
 
 /* ----------------------------------------------------------- helpers */
 
@@ -211,9 +192,9 @@ static client sync_pair(server *s, weft_db *srv, weft_db *cli, enum tls_fault cl
 
 static void test_tls_syncs_both_ways_and_pins_each_others_key(void **state)
 {
-	fixture *f = *state;
-	weft_db *a = tu_open(f->dir, "a.db", NULL, 1);
-	weft_db *b = tu_open(f->dir, "b.db", NULL, 2);
+	const char *dir = *state;
+	weft_db *a = tu_open(dir, "a.db", NULL, 1);
+	weft_db *b = tu_open(dir, "b.db", NULL, 2);
 	append_n(a, 3, "notes");
 	append_n(b, 2, "notes");
 	trust(a, b);
@@ -258,9 +239,9 @@ static void test_tls_syncs_both_ways_and_pins_each_others_key(void **state)
 
 static void test_tls_refuses_untrusted_client_before_any_frame(void **state)
 {
-	fixture *f = *state;
-	weft_db *a = tu_open(f->dir, "a.db", NULL, 1);
-	weft_db *b = tu_open(f->dir, "b.db", NULL, 2);
+	const char *dir = *state;
+	weft_db *a = tu_open(dir, "a.db", NULL, 1);
+	weft_db *b = tu_open(dir, "b.db", NULL, 2);
 	append_n(a, 2, "notes");
 	append_n(b, 2, "notes");
 	trust(b, a); /* a does not know b */
@@ -290,9 +271,9 @@ static void test_tls_refuses_untrusted_client_before_any_frame(void **state)
 
 static void test_tls_client_refuses_untrusted_server(void **state)
 {
-	fixture *f = *state;
-	weft_db *a = tu_open(f->dir, "a.db", NULL, 1);
-	weft_db *b = tu_open(f->dir, "b.db", NULL, 2);
+	const char *dir = *state;
+	weft_db *a = tu_open(dir, "a.db", NULL, 1);
+	weft_db *b = tu_open(dir, "b.db", NULL, 2);
 	append_n(a, 2, "notes");
 	trust(a, b); /* b does not know a */
 
@@ -316,9 +297,9 @@ static void test_tls_client_refuses_untrusted_server(void **state)
  * the key in use, so the server refuses, stores nothing and pins nothing. */
 static void test_tls_refuses_endorsement_replayed_with_another_key(void **state)
 {
-	fixture *f = *state;
-	weft_db *a = tu_open(f->dir, "a.db", NULL, 1);
-	weft_db *b = tu_open(f->dir, "b.db", NULL, 2);
+	const char *dir = *state;
+	weft_db *a = tu_open(dir, "a.db", NULL, 1);
+	weft_db *b = tu_open(dir, "b.db", NULL, 2);
 	append_n(a, 2, "notes");
 	append_n(b, 3, "notes");
 	trust(a, b);
@@ -346,9 +327,9 @@ static void test_tls_refuses_endorsement_replayed_with_another_key(void **state)
 
 static void test_tls_refuses_key_other_than_the_pinned_one(void **state)
 {
-	fixture *f = *state;
-	weft_db *a = tu_open(f->dir, "a.db", NULL, 1);
-	weft_db *b = tu_open(f->dir, "b.db", NULL, 2);
+	const char *dir = *state;
+	weft_db *a = tu_open(dir, "a.db", NULL, 1);
+	weft_db *b = tu_open(dir, "b.db", NULL, 2);
 	trust(a, b);
 	trust(b, a);
 	server s;
@@ -381,9 +362,9 @@ static void test_tls_refuses_key_other_than_the_pinned_one(void **state)
  * endorsement) is refused, by the server and by the client. */
 static void test_tls_refuses_signature_over_another_channel(void **state)
 {
-	fixture *f = *state;
-	weft_db *a = tu_open(f->dir, "a.db", NULL, 1);
-	weft_db *b = tu_open(f->dir, "b.db", NULL, 2);
+	const char *dir = *state;
+	weft_db *a = tu_open(dir, "a.db", NULL, 1);
+	weft_db *b = tu_open(dir, "b.db", NULL, 2);
 	append_n(b, 2, "notes");
 	trust(a, b);
 	trust(b, a);
@@ -407,9 +388,9 @@ static void test_tls_refuses_signature_over_another_channel(void **state)
 
 static void test_tls_requires_extended_master_secret(void **state)
 {
-	fixture *f = *state;
-	weft_db *a = tu_open(f->dir, "a.db", NULL, 1);
-	weft_db *b = tu_open(f->dir, "b.db", NULL, 2);
+	const char *dir = *state;
+	weft_db *a = tu_open(dir, "a.db", NULL, 1);
+	weft_db *b = tu_open(dir, "b.db", NULL, 2);
 	append_n(b, 2, "notes");
 	trust(a, b);
 	trust(b, a);
@@ -431,9 +412,9 @@ static void test_tls_requires_extended_master_secret(void **state)
 
 static void test_tls_refuses_revoked_device_at_next_connection(void **state)
 {
-	fixture *f = *state;
-	weft_db *a = tu_open(f->dir, "a.db", NULL, 1);
-	weft_db *b = tu_open(f->dir, "b.db", NULL, 2);
+	const char *dir = *state;
+	weft_db *a = tu_open(dir, "a.db", NULL, 1);
+	weft_db *b = tu_open(dir, "b.db", NULL, 2);
 	append_n(b, 1, "notes");
 	trust(a, b);
 	trust(b, a);
@@ -458,10 +439,10 @@ static void test_tls_refuses_revoked_device_at_next_connection(void **state)
  * device x cannot ride on b's connection. */
 static void test_tls_refuses_hello_naming_another_device(void **state)
 {
-	fixture *f = *state;
-	weft_db *a = tu_open(f->dir, "a.db", NULL, 1);
-	weft_db *b = tu_open(f->dir, "b.db", NULL, 2);
-	weft_db *x = tu_open(f->dir, "x.db", NULL, 3);
+	const char *dir = *state;
+	weft_db *a = tu_open(dir, "a.db", NULL, 1);
+	weft_db *b = tu_open(dir, "b.db", NULL, 2);
+	weft_db *x = tu_open(dir, "x.db", NULL, 3);
 	append_n(x, 2, "notes");
 	trust(a, b);
 	trust(a, x);
@@ -492,9 +473,9 @@ static void test_tls_refuses_hello_naming_another_device(void **state)
  * reports it; the scopes it may use flow. */
 static void test_tls_scope_not_granted_is_reported_and_not_shared(void **state)
 {
-	fixture *f = *state;
-	weft_db *a = tu_open(f->dir, "a.db", NULL, 1);
-	weft_db *b = tu_open(f->dir, "b.db", NULL, 2);
+	const char *dir = *state;
+	weft_db *a = tu_open(dir, "a.db", NULL, 1);
+	weft_db *b = tu_open(dir, "b.db", NULL, 2);
 	append_n(a, 2, "shared");
 	append_n(a, 3, "secret");
 	append_n(b, 1, "shared");
@@ -557,9 +538,9 @@ static void put_frame(unsigned char **buf, size_t *len, uint8_t type, const void
 
 static void test_tls_server_refuses_events_of_read_only_scope(void **state)
 {
-	fixture *f = *state;
-	weft_db *a = tu_open(f->dir, "a.db", NULL, 1);
-	weft_db *b = tu_open(f->dir, "b.db", NULL, 2);
+	const char *dir = *state;
+	weft_db *a = tu_open(dir, "a.db", NULL, 1);
+	weft_db *b = tu_open(dir, "b.db", NULL, 2);
 	const char *ro[] = {"ro"};
 	tu_ok(a, weft_trust_add(a, weft_db_public_key(b), ro, 1, WEFT_TRUST_READ));
 	trust(b, a);
@@ -651,8 +632,8 @@ static void test_tls_server_refuses_events_of_read_only_scope(void **state)
  * timeout, not held forever. */
 static void test_tls_handshake_times_out_on_a_silent_peer(void **state)
 {
-	fixture *f = *state;
-	weft_db *a = tu_open(f->dir, "a.db", NULL, 1);
+	const char *dir = *state;
+	weft_db *a = tu_open(dir, "a.db", NULL, 1);
 	server s;
 	server_start(&s, a, NULL, 300);
 	server_run(&s);
@@ -674,9 +655,9 @@ static void test_tls_handshake_times_out_on_a_silent_peer(void **state)
 
 static void test_tls_works_over_ipv6_loopback(void **state)
 {
-	fixture *f = *state;
-	weft_db *a = tu_open(f->dir, "a.db", NULL, 1);
-	weft_db *b = tu_open(f->dir, "b.db", NULL, 2);
+	const char *dir = *state;
+	weft_db *a = tu_open(dir, "a.db", NULL, 1);
+	weft_db *b = tu_open(dir, "b.db", NULL, 2);
 	weft_transport *probe;
 	weft_tls_options o = WEFT_TLS_OPTIONS_INIT;
 	o.listen = "[::1]:0";
@@ -706,8 +687,8 @@ static void test_tls_works_over_ipv6_loopback(void **state)
 
 static void test_tls_reports_bad_addresses_and_dead_ports(void **state)
 {
-	fixture *f = *state;
-	weft_db *a = tu_open(f->dir, "a.db", NULL, 1);
+	const char *dir = *state;
+	weft_db *a = tu_open(dir, "a.db", NULL, 1);
 	weft_transport *t;
 	tu_ok(a, weft_tls_transport_new(&t, a, NULL));
 	void *conn = NULL;
@@ -730,9 +711,9 @@ static void test_tls_reports_bad_addresses_and_dead_ports(void **state)
 	weft_db_close(a);
 	weft_open_options ro = WEFT_OPEN_OPTIONS_INIT;
 	ro.flags = WEFT_OPEN_READONLY;
-	ro.key_path = tu_path(f->dir, "none.key");
+	ro.key_path = tu_path(dir, "none.key");
 	weft_db *r;
-	if (weft_db_open(&r, tu_path(f->dir, "a.db"), &ro) == WEFT_OK) {
+	if (weft_db_open(&r, tu_path(dir, "a.db"), &ro) == WEFT_OK) {
 		assert_int_equal(weft_tls_transport_new(&t, r, NULL), WEFT_EPERM);
 		assert_contains(weft_errmsg(r), "device key");
 		weft_db_close(r);
@@ -742,20 +723,20 @@ static void test_tls_reports_bad_addresses_and_dead_ports(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_tls_syncs_both_ways_and_pins_each_others_key, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_tls_refuses_untrusted_client_before_any_frame, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_tls_client_refuses_untrusted_server, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_tls_refuses_endorsement_replayed_with_another_key, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_tls_refuses_key_other_than_the_pinned_one, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_tls_refuses_signature_over_another_channel, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_tls_requires_extended_master_secret, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_tls_refuses_revoked_device_at_next_connection, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_tls_refuses_hello_naming_another_device, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_tls_scope_not_granted_is_reported_and_not_shared, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_tls_server_refuses_events_of_read_only_scope, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_tls_handshake_times_out_on_a_silent_peer, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_tls_works_over_ipv6_loopback, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_tls_reports_bad_addresses_and_dead_ports, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tls_syncs_both_ways_and_pins_each_others_key, tu_setup_dir_shm, tu_teardown_dir),
+		cmocka_unit_test_setup_teardown(test_tls_refuses_untrusted_client_before_any_frame, tu_setup_dir_shm, tu_teardown_dir),
+		cmocka_unit_test_setup_teardown(test_tls_client_refuses_untrusted_server, tu_setup_dir_shm, tu_teardown_dir),
+		cmocka_unit_test_setup_teardown(test_tls_refuses_endorsement_replayed_with_another_key, tu_setup_dir_shm, tu_teardown_dir),
+		cmocka_unit_test_setup_teardown(test_tls_refuses_key_other_than_the_pinned_one, tu_setup_dir_shm, tu_teardown_dir),
+		cmocka_unit_test_setup_teardown(test_tls_refuses_signature_over_another_channel, tu_setup_dir_shm, tu_teardown_dir),
+		cmocka_unit_test_setup_teardown(test_tls_requires_extended_master_secret, tu_setup_dir_shm, tu_teardown_dir),
+		cmocka_unit_test_setup_teardown(test_tls_refuses_revoked_device_at_next_connection, tu_setup_dir_shm, tu_teardown_dir),
+		cmocka_unit_test_setup_teardown(test_tls_refuses_hello_naming_another_device, tu_setup_dir_shm, tu_teardown_dir),
+		cmocka_unit_test_setup_teardown(test_tls_scope_not_granted_is_reported_and_not_shared, tu_setup_dir_shm, tu_teardown_dir),
+		cmocka_unit_test_setup_teardown(test_tls_server_refuses_events_of_read_only_scope, tu_setup_dir_shm, tu_teardown_dir),
+		cmocka_unit_test_setup_teardown(test_tls_handshake_times_out_on_a_silent_peer, tu_setup_dir_shm, tu_teardown_dir),
+		cmocka_unit_test_setup_teardown(test_tls_works_over_ipv6_loopback, tu_setup_dir_shm, tu_teardown_dir),
+		cmocka_unit_test_setup_teardown(test_tls_reports_bad_addresses_and_dead_ports, tu_setup_dir_shm, tu_teardown_dir),
 	};
 	return cmocka_run_group_tests_name("tls", tests, NULL, NULL);
 }

@@ -14,26 +14,6 @@
 
 #include "core/walbuf.h"
 
-typedef struct fixture {
-	char *dir;
-} fixture;
-
-static int setup(void **state)
-{
-	fixture *f = calloc(1, sizeof(*f));
-	f->dir = tu_mkdtemp();
-	*state = f;
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	fixture *f = *state;
-	tu_rmdir(f->dir);
-	free(f);
-	return 0;
-}
-
 static void exec(sqlite3 *db, const char *sql)
 {
 	char *msg = NULL;
@@ -68,8 +48,8 @@ static sqlite3 *open_db(const char *path, int buffered)
  * buffer to write out before SQLite publishes the commit. */
 static void test_walbuf_commit_is_visible_to_another_connection(void **state)
 {
-	fixture *f = *state;
-	const char *path = tu_path(f->dir, "v.db");
+	const char *dir = *state;
+	const char *path = tu_path(dir, "v.db");
 	sqlite3 *w = open_db(path, 1), *r = open_db(path, 0);
 	exec(w, "PRAGMA synchronous=OFF; CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB)");
 	for (int i = 1; i <= 300; i++) {
@@ -88,8 +68,8 @@ static void test_walbuf_commit_is_visible_to_another_connection(void **state)
  * reads them back before it commits. */
 static void test_walbuf_spilled_pages_read_back(void **state)
 {
-	fixture *f = *state;
-	const char *path = tu_path(f->dir, "s.db");
+	const char *dir = *state;
+	const char *path = tu_path(dir, "s.db");
 	sqlite3 *w = open_db(path, 1);
 	exec(w, "PRAGMA cache_size=8; CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB); CREATE INDEX t_v ON t(v)");
 	exec(w, "BEGIN");
@@ -114,12 +94,12 @@ static void test_walbuf_spilled_pages_read_back(void **state)
  * WAL restarting from its start after a checkpoint is a write elsewhere. */
 static void test_walbuf_large_pages_and_wal_restarts(void **state)
 {
-	fixture *f = *state;
+	const char *dir = *state;
 	static const int page_sizes[] = {512, 4096, 65536};
 	for (size_t p = 0; p < sizeof(page_sizes) / sizeof(page_sizes[0]); p++) {
 		char name[32], sql[160];
 		snprintf(name, sizeof(name), "p%d.db", page_sizes[p]);
-		const char *path = tu_path(f->dir, name);
+		const char *path = tu_path(dir, name);
 		sqlite3 *w;
 		assert_int_equal(sqlite3_open_v2(path, &w, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, walbuf_vfs_name()),
 		                 SQLITE_OK);
@@ -145,12 +125,12 @@ static void test_walbuf_large_pages_and_wal_restarts(void **state)
  * process then dies without closing anything. */
 static void test_walbuf_commits_survive_exit_without_close(void **state)
 {
-	fixture *f = *state;
+	const char *dir = *state;
 	tu_clock clock = {1700000000000ull};
 	pid_t pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
-		weft_db *db = tu_open(f->dir, "x.db", &clock, 7);
+		weft_db *db = tu_open(dir, "x.db", &clock, 7);
 		for (int i = 0; i < 50; i++) {
 			weft_id id;
 			char payload[200];
@@ -164,7 +144,7 @@ static void test_walbuf_commits_survive_exit_without_close(void **state)
 	assert_int_equal(waitpid(pid, &status, 0), pid);
 	assert_true(WIFEXITED(status));
 	assert_int_equal(WEXITSTATUS(status), 0);
-	weft_db *db = tu_open(f->dir, "x.db", &clock, 7);
+	weft_db *db = tu_open(dir, "x.db", &clock, 7);
 	char *n = tu_query(db, "SELECT count(*), max(seq) FROM weft_event");
 	assert_string_equal(n, "50|50");
 	free(n);
@@ -177,10 +157,10 @@ static void test_walbuf_commits_survive_exit_without_close(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_walbuf_commit_is_visible_to_another_connection, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_walbuf_spilled_pages_read_back, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_walbuf_large_pages_and_wal_restarts, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_walbuf_commits_survive_exit_without_close, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_walbuf_commit_is_visible_to_another_connection, tu_setup_dir, tu_teardown_dir),
+		cmocka_unit_test_setup_teardown(test_walbuf_spilled_pages_read_back, tu_setup_dir, tu_teardown_dir),
+		cmocka_unit_test_setup_teardown(test_walbuf_large_pages_and_wal_restarts, tu_setup_dir, tu_teardown_dir),
+		cmocka_unit_test_setup_teardown(test_walbuf_commits_survive_exit_without_close, tu_setup_dir, tu_teardown_dir),
 	};
 	return cmocka_run_group_tests_name("walbuf", tests, NULL, NULL);
 }

@@ -37,6 +37,24 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
 	return remove(path);
 }
 
+int tu_setup_dir(void **state)
+{
+	*state = tu_mkdtemp();
+	return 0;
+}
+
+int tu_setup_dir_shm(void **state)
+{
+	*state = tu_mkdtemp_shm();
+	return 0;
+}
+
+int tu_teardown_dir(void **state)
+{
+	tu_rmdir(*state);
+	return 0;
+}
+
 void tu_rmdir(char *dir)
 {
 	if (!dir)

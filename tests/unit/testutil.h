@@ -16,6 +16,11 @@ char *tu_mkdtemp(void);
  * tests that sync many stores. */
 char *tu_mkdtemp_shm(void);
 void tu_rmdir(char *dir);
+/* cmocka setup/teardown for tests whose state is just such a directory
+ * (a char *): under $TMPDIR, or under /dev/shm. */
+int tu_setup_dir(void **state);
+int tu_setup_dir_shm(void **state);
+int tu_teardown_dir(void **state);
 /* dir + "/" + name in a static rotating buffer. */
 const char *tu_path(const char *dir, const char *name);
 
