@@ -532,7 +532,18 @@ static int read_after(struct weft_event **out, weft_db *db, const unsigned char 
 int store_get_event(struct weft_event **out, weft_db *db, const unsigned char id[32], store_read_hint *hint)
 {
 	*out = NULL;
-	int rc = hint && hint->valid ? read_after(out, db, id, hint) : 0;
+	int rc = 0;
+	if (hint && hint->valid && hint->skip) {
+		hint->skip--;
+	} else if (hint && hint->valid) {
+		rc = read_after(out, db, id, hint);
+		if (rc) {
+			hint->misses = 0;
+		} else if (++hint->misses >= 2) {
+			hint->misses = 2; /* until a hit, each miss skips again */
+			hint->skip = STORE_READ_SKIP;
+		}
+	}
 	if (rc != 0) {
 		if (rc < 0 && *out) {
 			codec_event_free(*out);

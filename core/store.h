@@ -189,9 +189,14 @@ int store_row_event(struct weft_event **out, weft_db *db, sqlite3_stmt *st);
 typedef struct store_read_hint {
 	int valid;
 	int64_t hlc, n;
+	unsigned misses; /* tries in a row that missed */
+	unsigned skip;   /* reads left that go straight to the id index */
 } store_read_hint;
 /* Rows after the hint tried before the id index. */
 #define STORE_READ_AHEAD 4
+/* After 2 misses in a row (ids not asked in time order), and after each
+ * further miss until a hit, this many reads skip the try. */
+#define STORE_READ_SKIP 32
 /*
  * Reads and checks the event with this id (weft_db_get). With a hint, the
  * next STORE_READ_AHEAD rows after it in time order are tried first; the
