@@ -524,26 +524,7 @@ int weft_db_get(weft_event **out, weft_db *db, const weft_id *id)
 		return err_set(NULL, WEFT_EINVAL, "weft_db_get: db must not be NULL");
 	if (!out || !id)
 		return err_set(&db->err, WEFT_EINVAL, "weft_db_get: out and id must not be NULL");
-	*out = NULL;
-	sqlite3_stmt *st = store_stmt(db, STMT_EVENT_GET);
-	if (!st)
-		return db->err.code;
-	sqlite3_bind_blob(st, 1, id->bytes, 32, SQLITE_STATIC);
-	int rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
-		rc = store_row_event(out, db, st);
-	} else if (rc == SQLITE_DONE) {
-		char h[65];
-		rc = err_set(&db->err, WEFT_ENOTFOUND, "event %s is not in this store", weft_id_to_hex(h, id));
-	} else {
-		rc = store_sqlite_error(db, rc, "reading an event");
-	}
-	sqlite3_reset(st);
-	if (rc < 0 && *out) {
-		codec_event_free(*out);
-		*out = NULL;
-	}
-	return rc;
+	return store_get_event(out, db, id->bytes, NULL);
 }
 
 struct weft_iter {

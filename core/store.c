@@ -12,6 +12,9 @@
 #include "core/project.h"
 #include "platform/platform.h"
 
+#define STORE_STR_(x) #x
+#define STORE_STR(x) STORE_STR_(x)
+
 static const char *const stmt_sql[STMT__COUNT] = {
 	[STMT_AUTHOR_REF] = "SELECT ref FROM weft_author WHERE pk = ?1",
 	[STMT_AUTHOR_INSERT] = "INSERT INTO weft_author(pk) VALUES (?1)",
@@ -33,7 +36,11 @@ static const char *const stmt_sql[STMT__COUNT] = {
 		"INSERT INTO weft_event(id, author, seq, prev, hlc, scope, kind, idem, "
 		"payload_len, payload_hash, sig, payload) "
 		"VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-	[STMT_EVENT_GET] = "SELECT " STORE_EVENT_COLUMNS STORE_EVENT_FROM "WHERE " STORE_EVENT_ID_IS("?1"),
+	[STMT_EVENT_GET] = "SELECT " STORE_EVENT_COLUMNS ", e.n" STORE_EVENT_FROM "WHERE " STORE_EVENT_ID_IS("?1"),
+	/* The rows after (hlc ?1, n ?2) in the time index, which holds (hlc, n). */
+	[STMT_EVENT_AFTER] =
+		"SELECT " STORE_EVENT_COLUMNS ", e.n" STORE_EVENT_FROM
+		"WHERE e.hlc >= ?1 AND (e.hlc > ?1 OR e.n > ?2) ORDER BY e.hlc, e.n LIMIT " STORE_STR(STORE_READ_AHEAD),
 	[STMT_IDEM_LOOKUP] =
 		"SELECT e.id FROM weft_event e JOIN weft_scope s ON s.ref = e.scope "
 		"WHERE s.name = ?1 AND e.idem = ?2 ORDER BY e.hlc, e.id LIMIT 1",
@@ -509,6 +516,91 @@ int store_row_event(struct weft_event **out, weft_db *db, sqlite3_stmt *st)
 		db->read_ids[slot].author = author;
 		db->read_ids[slot].seq = f.seq;
 		db->read_ids[slot].id = f.id;
+	}
+	return rc;
+}
+
+/* Column 13 of STMT_EVENT_GET and STMT_EVENT_AFTER: the row's n. */
+#define EVENT_COL_N 13
+
+static int read_row(struct weft_event **out, weft_db *db, sqlite3_stmt *st, store_read_hint *hint)
+{
+	int rc = store_row_event(out, db, st);
+	if (rc == WEFT_OK && hint) {
+		hint->valid = 1;
+		hint->hlc = sqlite3_column_int64(st, 4);
+		hint->n = sqlite3_column_int64(st, EVENT_COL_N);
+	}
+	return rc;
+}
+
+/* 1 and the event if it is one of the rows after the hint, 0 if not. */
+static int read_after(struct weft_event **out, weft_db *db, const unsigned char id[32], store_read_hint *hint)
+{
+	sqlite3_stmt *st = store_stmt(db, STMT_EVENT_AFTER);
+	if (!st)
+		return db->err.code;
+	sqlite3_bind_int64(st, 1, hint->hlc);
+	sqlite3_bind_int64(st, 2, hint->n);
+	int rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const void *rid = sqlite3_column_blob(st, 0);
+		if (rid && sqlite3_column_bytes(st, 0) == 32 && memcmp(rid, id, 32) == 0)
+			break;
+	}
+	if (rc == SQLITE_ROW) {
+		if ((rc = read_row(out, db, st, hint)) == WEFT_OK)
+			rc = 1;
+	} else if (rc == SQLITE_DONE) {
+		rc = 0;
+	} else {
+		rc = store_sqlite_error(db, rc, "reading an event");
+	}
+	sqlite3_reset(st);
+	return rc;
+}
+
+int store_get_event(struct weft_event **out, weft_db *db, const unsigned char id[32], store_read_hint *hint)
+{
+	*out = NULL;
+	int rc = 0;
+	if (hint && hint->valid && hint->skip) {
+		hint->skip--;
+	} else if (hint && hint->valid) {
+		rc = read_after(out, db, id, hint);
+		if (rc) {
+			hint->misses = 0;
+		} else if (++hint->misses >= 2) {
+			hint->misses = 2; /* until a hit, each miss skips again */
+			hint->skip = STORE_READ_SKIP;
+		}
+	}
+	if (rc != 0) {
+		if (rc < 0 && *out) {
+			codec_event_free(*out);
+			*out = NULL;
+		}
+		return rc < 0 ? rc : WEFT_OK;
+	}
+	sqlite3_stmt *st = store_stmt(db, STMT_EVENT_GET);
+	if (!st)
+		return db->err.code;
+	sqlite3_bind_blob(st, 1, id, 32, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		rc = read_row(out, db, st, hint);
+	} else if (rc == SQLITE_DONE) {
+		char h[65];
+		weft_id wid;
+		memcpy(wid.bytes, id, 32);
+		rc = err_set(&db->err, WEFT_ENOTFOUND, "event %s is not in this store", weft_id_to_hex(h, &wid));
+	} else {
+		rc = store_sqlite_error(db, rc, "reading an event");
+	}
+	sqlite3_reset(st);
+	if (rc < 0 && *out) {
+		codec_event_free(*out);
+		*out = NULL;
 	}
 	return rc;
 }

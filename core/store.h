@@ -32,6 +32,7 @@ enum store_stmt {
 	STMT_EVENT_SAME_SEQ,
 	STMT_EVENT_INSERT,
 	STMT_EVENT_GET,
+	STMT_EVENT_AFTER,
 	STMT_IDEM_LOOKUP,
 	STMT_OWN_HEAD,
 	STMT_DATA_VERSION,
@@ -197,5 +198,29 @@ int store_has_event(weft_db *db, const unsigned char id[32]);
 	"LEFT JOIN weft_scope s ON s.ref = e.scope "                          \
 	"LEFT JOIN weft_kind k ON k.ref = e.kind "
 int store_row_event(struct weft_event **out, weft_db *db, sqlite3_stmt *st);
+
+/*
+ * Where the last event read through it sits in time order, (hlc, n): the
+ * next read tries the rows after it first. Zeroed: empty. Only a hint (a
+ * row is taken only when its whole id matches), so it may outlive a
+ * transaction.
+ */
+typedef struct store_read_hint {
+	int valid;
+	int64_t hlc, n;
+	unsigned misses; /* tries in a row that missed */
+	unsigned skip;   /* reads left that go straight to the id index */
+} store_read_hint;
+/* Rows after the hint tried before the id index. */
+#define STORE_READ_AHEAD 4
+/* After 2 misses in a row (ids not asked in time order), and after each
+ * further miss until a hit, this many reads skip the try. */
+#define STORE_READ_SKIP 32
+/*
+ * Reads and checks the event with this id (weft_db_get). With a hint, the
+ * next STORE_READ_AHEAD rows after it in time order are tried first; the
+ * hint moves to the event read. WEFT_ENOTFOUND when it is not stored.
+ */
+int store_get_event(struct weft_event **out, weft_db *db, const unsigned char id[32], store_read_hint *hint);
 
 #endif

@@ -117,6 +117,7 @@ struct weft_session {
 	uint32_t *hslot;    /* index + 1 into have, 0 empty */
 	size_t hmask;
 	unsigned char hkey[crypto_shorthash_KEYBYTES];
+	store_read_hint sent_at; /* the last event sent: wanted ids come in time order */
 	uint32_t unacked;
 	rx_batch rx[RX_MAX]; /* oldest first */
 	size_t nrx;
@@ -1183,10 +1184,8 @@ static int send_batch(weft_session *s)
 	if (rc < 0)
 		return session_fail(s, rc, "cannot read events to send: %s", weft_errmsg(s->db));
 	while (count < s->batch && sendq_peek(s, id, &end)) {
-		weft_id wid;
-		memcpy(wid.bytes, id, 32);
 		weft_event *ev = NULL;
-		rc = weft_db_get(&ev, s->db, &wid);
+		rc = store_get_event(&ev, s->db, id, &s->sent_at);
 		if (rc < 0 && rc != WEFT_ENOTFOUND) {
 			store_read_end(s->db, began);
 			return session_fail(s, rc, "cannot read an event to send: %s", weft_errmsg(s->db));

@@ -1081,6 +1081,160 @@ static void test_session_pipelined_batches(void **state)
 	weft_db_close(a);
 }
 
+static uint64_t hlc_of(weft_db *db, const weft_id *id)
+{
+	weft_event *ev;
+	tu_ok(db, weft_db_get(&ev, db, id));
+	uint64_t h = weft_event_hlc(ev);
+	weft_event_free(ev);
+	return h;
+}
+
+/* Server: answers what the session output holds, checking each event sent
+ * against want[*pos..] (absent ids skipped by the caller); returns the
+ * number of EVENTS frames and counts WANT_ENDs. */
+static int check_sent(weft_session *s, weft_db *db, const weft_id *want, size_t nwant, size_t *pos, int *ends)
+{
+	const void *out;
+	size_t len, off = 0;
+	int frames = 0;
+	weft_session_output(s, &out, &len);
+	const unsigned char *p = out;
+	while (off + FRAME_HEADER <= len) {
+		uint32_t fl = codec_get_u32(p + off + 1);
+		const unsigned char *q = p + off + FRAME_HEADER;
+		if (p[off] == FRAME_EVENTS) {
+			uint32_t count = codec_get_u32(q);
+			size_t at = 4;
+			for (uint32_t i = 0; i < count; i++) {
+				uint32_t el = codec_get_u32(q + at);
+				assert_true(*pos < nwant);
+				weft_event *ev;
+				tu_ok(db, weft_db_get(&ev, db, &want[(*pos)++]));
+				size_t wl;
+				const void *wb = weft_event_bytes(ev, &wl);
+				assert_int_equal(el, wl);
+				assert_memory_equal(q + at + 4, wb, wl);
+				weft_event_free(ev);
+				at += 4 + el;
+			}
+			assert_int_equal(at, fl);
+			frames++;
+		} else {
+			assert_int_equal(p[off], FRAME_WANT_END);
+			(*ends)++;
+		}
+		off += FRAME_HEADER + fl;
+	}
+	assert_int_equal(off, len);
+	weft_session_consume(s, len);
+	return frames;
+}
+
+/*
+ * The server sends exactly the events asked for, in the order asked, however
+ * that order relates to its storage order (its read cursor is only a hint):
+ * time order, backwards, shuffled, shared stamps, an absent id, a repeat,
+ * and events stored between batches.
+ */
+static void test_session_sends_the_events_asked_for(void **state)
+{
+	fixture *f = *state;
+	enum { N = 20 };
+	weft_db *a = tu_open(f->dir, "a.db", &f->clock, 1);
+	weft_db *b = tu_open(f->dir, "b.db", &f->clock, 2);
+	weft_db *c = tu_open(f->dir, "c.db", &f->clock, 3);
+	append_n(a, &f->clock, N, "home");
+	f->clock.now_ms = T0; /* b's stamps equal a's */
+	append_n(b, &f->clock, N, "home");
+	tu_ingest_all(a, b);
+	weft_id ids[2 * N];
+	weft_iter *it;
+	tu_ok(a, weft_db_iter(&it, a, NULL));
+	for (int i = 0; i < 2 * N; i++) {
+		const weft_event *e;
+		tu_ok(a, weft_iter_next(&e, it));
+		ids[i] = *weft_event_id(e);
+	}
+	weft_iter_free(it);
+	assert_int_equal(hlc_of(a, &ids[0]), hlc_of(a, &ids[1])); /* a shared stamp */
+
+	/* Time order, then backwards, an absent id, a repeat, shuffled. */
+	weft_id want[3 * N + 2], sent[3 * N + 2];
+	size_t nwant = 0, nsent = 0;
+	for (int i = 0; i < 10; i++)
+		want[nwant++] = ids[i];
+	for (int i = 19; i >= 10; i--)
+		want[nwant++] = ids[i];
+	weft_id absent = ids[20];
+	absent.bytes[31] ^= 1;
+	want[nwant++] = absent;
+	want[nwant++] = ids[3];
+	for (int i = 0; i < 2 * N - 20; i++)
+		want[nwant++] = ids[20 + (i * 7) % (2 * N - 20)];
+	for (size_t i = 0; i < nwant; i++)
+		if (memcmp(want[i].bytes, absent.bytes, 32) != 0)
+			sent[nsent++] = want[i];
+
+	weft_session_options so = WEFT_SESSION_OPTIONS_INIT;
+	so.batch_events = 3;
+	weft_session *cl, *s = server_syncing(c, a, &cl, NULL, &so);
+	unsigned char *buf = malloc(FRAME_HEADER + 32 * (3 * N + 2));
+	unsigned char *w = malloc(32 * nwant);
+	for (size_t i = 0; i < nwant; i++)
+		memcpy(w + 32 * i, want[i].bytes, 32);
+	tu_ok(a, weft_session_feed(s, buf, put_frame(buf, FRAME_WANT, w, (uint32_t)(32 * nwant)), 1));
+	size_t pos = 0;
+	int ends = 0, round = 0, frames;
+	weft_id later[4];
+	while ((frames = check_sent(s, a, sent, nsent, &pos, &ends)) > 0) {
+		/* Between batches: a newer event, and an older one. */
+		if (round < 2) {
+			f->clock.now_ms += 1000;
+			tu_ok(a, weft_db_append(&later[2 * round], a, "home", "note", NULL, "later", 5));
+			weft_db *d = tu_open(f->dir, round ? "d1.db" : "d0.db", &f->clock, 4 + round);
+			f->clock.now_ms = T0 + 5;
+			tu_ok(d, weft_db_append(&later[2 * round + 1], d, "home", "note", NULL, "older", 5));
+			tu_ingest_all(a, d);
+			weft_db_close(d);
+			f->clock.now_ms = T0 + 5000;
+		}
+		round++;
+		for (int k = 0; k < frames; k++) {
+			unsigned char ack[4];
+			codec_put_u32(ack, 1);
+			tu_ok(a, weft_session_feed(s, buf, put_frame(buf, FRAME_ACK, ack, 4), 1));
+		}
+	}
+	assert_int_equal(pos, nsent);
+	assert_int_equal(ends, 1);
+	assert_true(round > 4);
+
+	/* The events stored meanwhile, asked for with others around them. */
+	weft_id again[6] = {later[0], ids[0], later[1], later[2], ids[2 * N - 1], later[3]};
+	for (int i = 0; i < 6; i++)
+		memcpy(w + 32 * i, again[i].bytes, 32);
+	tu_ok(a, weft_session_feed(s, buf, put_frame(buf, FRAME_WANT, w, 32 * 6), 1));
+	pos = 0;
+	while ((frames = check_sent(s, a, again, 6, &pos, &ends)) > 0) {
+		for (int k = 0; k < frames; k++) {
+			unsigned char ack[4];
+			codec_put_u32(ack, 1);
+			tu_ok(a, weft_session_feed(s, buf, put_frame(buf, FRAME_ACK, ack, 4), 1));
+		}
+	}
+	assert_int_equal(pos, 6);
+	assert_int_equal(ends, 2);
+	assert_int_equal(weft_session_state_get(s), WEFT_SESSION_SYNCING);
+	free(buf);
+	free(w);
+	weft_session_free(s);
+	weft_session_free(cl);
+	weft_db_close(a);
+	weft_db_close(b);
+	weft_db_close(c);
+}
+
 static void test_session_idle_timeout(void **state)
 {
 	fixture *f = *state;
@@ -1453,6 +1607,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_session_invalid_event_fails_the_session_but_keeps_valid_ones, setup,
 		                                teardown),
 		cmocka_unit_test_setup_teardown(test_session_pipelined_batches, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_session_sends_the_events_asked_for, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_session_idle_timeout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_session_client_scope_subset, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_session_converges_with_differing_buckets, setup, teardown),

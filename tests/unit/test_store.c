@@ -691,6 +691,178 @@ static void test_store_tells_apart_ids_sharing_a_prefix(void **state)
 	weft_db_close(a);
 }
 
+/* Events for the read hint test, and their encodings. */
+typedef struct hinted {
+	int n;
+	weft_id id[16];
+	unsigned char *enc[16];
+	size_t len[16];
+} hinted;
+
+static int hinted_add(hinted *h, int seed_byte, uint64_t seq, const weft_id *prev, uint64_t hlc, const char *payload)
+{
+	assert_true(h->n < 16);
+	h->enc[h->n] = forge(&h->len[h->n], seed_byte, seq, prev, hlc, payload, &h->id[h->n]);
+	return h->n++;
+}
+
+static void hinted_ingest(weft_db *db, const hinted *h, int i)
+{
+	weft_ingest_status st;
+	tu_ok(db, weft_db_ingest(&st, db, h->enc[i], h->len[i]));
+	assert_int_equal(st, WEFT_INGEST_NEW);
+}
+
+/* Reads event i through the hint: it must be that event, byte for byte. */
+static void read_hinted(weft_db *db, store_read_hint *hint, const hinted *h, int i)
+{
+	struct weft_event *ev;
+	tu_ok(db, store_get_event(&ev, db, h->id[i].bytes, hint));
+	size_t len;
+	const void *b = weft_event_bytes(ev, &len);
+	assert_int_equal(len, h->len[i]);
+	assert_memory_equal(b, h->enc[i], len);
+	weft_event_free(ev);
+	assert_true(hint->valid);
+}
+
+/* Indexes into h of the stored events in the order of a query on id. */
+static int hinted_order(weft_db *db, const hinted *h, const char *sql, int *order)
+{
+	sqlite3_stmt *st;
+	assert_int_equal(sqlite3_prepare_v2(db->sql, sql, -1, &st, NULL), SQLITE_OK);
+	int n = 0;
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		assert_int_equal(sqlite3_column_bytes(st, 0), 32);
+		int k = 0;
+		while (k < h->n && memcmp(sqlite3_column_blob(st, 0), h->id[k].bytes, 32) != 0)
+			k++;
+		assert_true(k < h->n);
+		order[n++] = k;
+	}
+	sqlite3_finalize(st);
+	return n;
+}
+
+static int stmt_runs(weft_db *db, enum store_stmt which)
+{
+	return db->stmts[which] ? sqlite3_stmt_status(db->stmts[which], SQLITE_STMTSTATUS_RUN, 0) : 0;
+}
+
+/* A read hint (a sync sender's cursor) only saves the id lookup: in any
+ * order of ids, with shared stamps, absent ids, events stored between
+ * reads or a stale hint, the event read is the one asked for, checked. */
+static void test_store_read_hint_returns_the_event_asked_for(void **state)
+{
+	fixture *f = *state;
+	weft_db *b = tu_open(f->dir, "b.db", &f->clock, 2);
+	uint64_t t = (f->clock.now_ms - 1000) << 16;
+	/* Three authors; stamps t and t + 2 are shared, stored out of time order. */
+	static const struct {
+		int seed;
+		uint64_t seq, dt;
+	} spec[] = {{9, 1, 2}, {7, 1, 0}, {8, 1, 0}, {7, 2, 2}, {8, 2, 2}, {9, 2, 6}, {7, 3, 4}, {8, 3, 5}};
+	hinted h = {0};
+	weft_id last[3];
+	for (size_t i = 0; i < sizeof(spec) / sizeof(spec[0]); i++) {
+		char payload[16];
+		snprintf(payload, sizeof(payload), "event %zu", i);
+		int k = hinted_add(&h, spec[i].seed, spec[i].seq, spec[i].seq > 1 ? &last[spec[i].seed - 7] : NULL,
+		                   t + spec[i].dt, payload);
+		last[spec[i].seed - 7] = h.id[k];
+		hinted_ingest(b, &h, k);
+	}
+	int n = h.n, sent[16], stored[16];
+	assert_int_equal(hinted_order(b, &h, "SELECT id FROM weft_event ORDER BY hlc, id", sent), n);
+	assert_int_equal(hinted_order(b, &h, "SELECT id FROM weft_event ORDER BY hlc, n", stored), n);
+	assert_true(memcmp(sent, stored, sizeof(int) * (size_t)n) != 0); /* ties stored out of id order */
+
+	/* In the order a sender lists them, and in storage order: the id
+	 * index is used for the first read only. */
+	int began;
+	store_read_hint hint = {0};
+	tu_ok(b, store_read_begin(b, &began));
+	for (int k = 0; k < n; k++)
+		read_hinted(b, &hint, &h, sent[k]);
+	store_read_end(b, began);
+	hint = (store_read_hint){0};
+	int by_id = stmt_runs(b, STMT_EVENT_GET);
+	for (int k = 0; k < n; k++)
+		read_hinted(b, &hint, &h, stored[k]);
+	assert_int_equal(stmt_runs(b, STMT_EVENT_GET), by_id + 1);
+	/* Backwards, and every pair: each read after any other. Out of time
+	 * order, the rows after the hint are soon not tried any more. */
+	int tries = stmt_runs(b, STMT_EVENT_AFTER);
+	for (int k = n - 1; k >= 0; k--)
+		read_hinted(b, &hint, &h, sent[k]);
+	assert_true(stmt_runs(b, STMT_EVENT_AFTER) - tries <= 2);
+	for (int i = 0; i < n; i++) {
+		for (int j = 0; j < n; j++) {
+			hint = (store_read_hint){0};
+			read_hinted(b, &hint, &h, i);
+			read_hinted(b, &hint, &h, j);
+		}
+	}
+
+	/* An absent id, differing from the next row's only in its last byte:
+	 * not found, hint kept. */
+	weft_id absent = h.id[stored[1]];
+	absent.bytes[31] ^= 1;
+	hint = (store_read_hint){0};
+	read_hinted(b, &hint, &h, stored[0]);
+	store_read_hint before = hint;
+	struct weft_event *ev = (struct weft_event *)&hint; /* must be cleared */
+	tu_expect(b, store_get_event(&ev, b, absent.bytes, &hint), WEFT_ENOTFOUND);
+	assert_null(ev);
+	assert_true(hint.valid && hint.hlc == before.hlc && hint.n == before.n);
+	read_hinted(b, &hint, &h, stored[1]);
+
+	/* Stale hints: past every row, before every row, a row that never was. */
+	const store_read_hint stale[] = {{.valid = 1, .hlc = INT64_MAX, .n = INT64_MAX},
+	                                 {.valid = 1, .hlc = 0, .n = 0},
+	                                 {.valid = 1, .hlc = (int64_t)t + 1, .n = 1000},
+	                                 {.valid = 1, .hlc = 0, .n = 0, .misses = 1, .skip = 3}};
+	for (size_t s = 0; s < sizeof(stale) / sizeof(stale[0]); s++) {
+		for (int k = 0; k < n; k++) {
+			hint = stale[s];
+			read_hinted(b, &hint, &h, k);
+		}
+	}
+
+	/* Events stored between two reads (between two batches), at the hint's
+	 * stamp and between it and the next: each read is still the right one. */
+	hint = (store_read_hint){0};
+	read_hinted(b, &hint, &h, stored[0]); /* at t */
+	int x = hinted_add(&h, 10, 1, NULL, t + 1, "between");
+	int y = hinted_add(&h, 11, 1, NULL, t, "tied");
+	hinted_ingest(b, &h, x);
+	hinted_ingest(b, &h, y);
+	tu_ok(b, store_read_begin(b, &began));
+	read_hinted(b, &hint, &h, y);
+	read_hinted(b, &hint, &h, x);
+	for (int k = 1; k < n; k++)
+		read_hinted(b, &hint, &h, stored[k]);
+	store_read_end(b, began);
+
+	/* A damaged row found through the hint is still refused. */
+	hint = (store_read_hint){0};
+	read_hinted(b, &hint, &h, stored[0]);
+	before = hint;
+	read_hinted(b, &hint, &h, stored[1]);
+	char sql[128];
+	snprintf(sql, sizeof(sql), "UPDATE weft_event SET payload = x'00' WHERE n = %lld", (long long)hint.n);
+	tamper(tu_path(f->dir, "b.db"), sql);
+	hint = before;
+	tu_expect(b, store_get_event(&ev, b, h.id[stored[1]].bytes, &hint), WEFT_ECORRUPT);
+	assert_null(ev);
+	tu_expect(b, store_get_event(&ev, b, h.id[stored[1]].bytes, NULL), WEFT_ECORRUPT);
+	read_hinted(b, &hint, &h, stored[2]);
+
+	for (int i = 0; i < h.n; i++)
+		free(h.enc[i]);
+	weft_db_close(b);
+}
+
 /* prev is not stored while it is the id of the author's only event at
  * seq - 1; a second event there (a fork) makes successors store it. */
 static void test_store_keeps_links_when_a_fork_arrives_below(void **state)
@@ -850,6 +1022,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_store_appends_after_its_own_chain_forked, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_verify_names_a_tampered_event, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_tells_apart_ids_sharing_a_prefix, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_read_hint_returns_the_event_asked_for, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_keeps_links_when_a_fork_arrives_below, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_keeps_erased_events_readable, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_two_handles_append_one_chain, setup, teardown),
