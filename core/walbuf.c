@@ -15,6 +15,9 @@
  *   so (its bytes 4..7, the database size after the commit, are non-zero),
  *   so the buffer is written out right after the commit frame's page, in
  *   that xWrite call, and a failure fails the commit like any write error.
+ *   Anything SQLite writes after it and before the next transaction's
+ *   first frame (the padding frames it adds without powersafe overwrite,
+ *   split by a sync) goes straight to the file.
  * - Every other way the file can be observed (xRead, xSync, xFileSize,
  *   xTruncate, xFileControl, xClose) writes the buffer out first, so this
  *   connection's own reads of frames it spilled mid-transaction see them.
@@ -43,6 +46,7 @@ typedef struct {
 	sqlite3_int64 off; /* file offset of buf[0] */
 	int len; /* bytes held */
 	int commit_page; /* the last write was a commit frame's header */
+	int after_commit; /* from the commit frame's page to the next transaction */
 } walbuf_file;
 
 static sqlite3_vfs *real_vfs;
@@ -74,21 +78,29 @@ static int wb_read(sqlite3_file *f, void *out, int amt, sqlite3_int64 off)
 	return rc != SQLITE_OK ? rc : w->real->pMethods->xRead(w->real, out, amt, off);
 }
 
-/* A frame header of a commit: the database size after the commit is set. */
-static int is_commit_header(const unsigned char *p, int amt)
+/* 1 for a frame header of a commit (the database size after the commit is
+ * set), 0 for another frame header, -1 for anything else. */
+static int frame_header(const unsigned char *p, int amt)
 {
-	return amt == WAL_FRAME_HEADER && (p[4] | p[5] | p[6] | p[7]) != 0;
+	if (amt != WAL_FRAME_HEADER)
+		return -1;
+	return (p[4] | p[5] | p[6] | p[7]) != 0;
 }
 
 static int wb_write(sqlite3_file *f, const void *data, int amt, sqlite3_int64 off)
 {
 	walbuf_file *w = (walbuf_file *)f;
-	int commit_now = w->commit_page;
-	w->commit_page = is_commit_header(data, amt);
+	int commit_now = w->commit_page, header = frame_header(data, amt);
+	w->commit_page = header == 1;
+	/* After a commit frame SQLite may pad to a sector boundary with copies
+	 * of it, syncing in the middle of one, and then publishes them all:
+	 * write through until the next transaction's first frame. */
+	if (w->after_commit && header == 0)
+		w->after_commit = 0;
 	if (!w->buf && amt < WALBUF_SIZE)
 		w->buf = weft__malloc(WALBUF_SIZE);
 	int rc;
-	if (!w->buf || amt >= WALBUF_SIZE) {
+	if (!w->buf || amt >= WALBUF_SIZE || w->after_commit) {
 		if ((rc = flush(w)) != SQLITE_OK)
 			return rc;
 		return w->real->pMethods->xWrite(w->real, data, amt, off);
@@ -106,7 +118,10 @@ static int wb_write(sqlite3_file *f, const void *data, int amt, sqlite3_int64 of
 		w->len = at + amt;
 	/* The commit frame is complete: readers may look once the WAL index
 	 * says so, and that comes after this call. */
-	return commit_now ? flush(w) : SQLITE_OK;
+	if (!commit_now)
+		return SQLITE_OK;
+	w->after_commit = 1;
+	return flush(w);
 }
 
 static int wb_truncate(sqlite3_file *f, sqlite3_int64 size)

@@ -64,6 +64,31 @@ static void test_walbuf_commit_is_visible_to_another_connection(void **state)
 	sqlite3_close(r);
 }
 
+/* Without powersafe overwrite SQLite pads a commit to the sector boundary
+ * with copies of its last frame, syncing in the middle of the frame that
+ * crosses it; readers use the last copy, so its tail must not wait in the
+ * buffer. */
+static void test_walbuf_padded_commits_are_visible(void **state)
+{
+	const char *dir = *state;
+	char uri[4200];
+	snprintf(uri, sizeof(uri), "file:%s?psow=0", tu_path(dir, "p.db"));
+	sqlite3 *w, *r;
+	int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_URI;
+	assert_int_equal(sqlite3_open_v2(uri, &w, flags, walbuf_vfs_name()), SQLITE_OK);
+	exec(w, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB)");
+	assert_int_equal(sqlite3_open_v2(uri, &r, flags, NULL), SQLITE_OK);
+	for (int i = 1; i <= 120; i++) {
+		char sql[128];
+		snprintf(sql, sizeof(sql), "INSERT INTO t VALUES (%d, randomblob(%d))", i, 50 + i * 211 % 1500);
+		exec(w, sql);
+		assert_int_equal(q_int(r, "SELECT count(*) FROM t"), i);
+		assert_int_equal(q_int(r, "SELECT sum(length(v)) FROM t"), q_int(w, "SELECT sum(length(v)) FROM t"));
+	}
+	sqlite3_close(r);
+	sqlite3_close(w);
+}
+
 /* A transaction larger than the page cache spills pages to the WAL and
  * reads them back before it commits. */
 static void test_walbuf_spilled_pages_read_back(void **state)
@@ -158,6 +183,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_walbuf_commit_is_visible_to_another_connection, tu_setup_dir, tu_teardown_dir),
+		cmocka_unit_test_setup_teardown(test_walbuf_padded_commits_are_visible, tu_setup_dir, tu_teardown_dir),
 		cmocka_unit_test_setup_teardown(test_walbuf_spilled_pages_read_back, tu_setup_dir, tu_teardown_dir),
 		cmocka_unit_test_setup_teardown(test_walbuf_large_pages_and_wal_restarts, tu_setup_dir, tu_teardown_dir),
 		cmocka_unit_test_setup_teardown(test_walbuf_commits_survive_exit_without_close, tu_setup_dir, tu_teardown_dir),
