@@ -117,7 +117,7 @@ struct weft_session {
 	uint32_t *hslot;    /* index + 1 into have, 0 empty */
 	size_t hmask;
 	unsigned char hkey[crypto_shorthash_KEYBYTES];
-	store_read_hint sent_at; /* the last event sent: wanted ids come in time order */
+	store_read_hint sent_at; /* the last event sent (a client sends what it has in time order) */
 	uint32_t unacked;
 	rx_batch rx[RX_MAX]; /* oldest first */
 	size_t nrx;
