@@ -53,9 +53,9 @@ enum store_stmt {
 	STMT__COUNT
 };
 
-/* A remembered author key, scope or kind name and its reference. */
 /* Distinct (scope, cell) bucket additions held per write transaction. */
 #define STORE_BUCKET_PENDING 32
+/* A remembered author key, scope or kind name and its reference. */
 #define STORE_REF_CACHE 16
 typedef struct store_ref_cache {
 	int64_t ref; /* 0: empty */
@@ -155,7 +155,8 @@ int store_hlc_get(weft_db *db, uint64_t *hlc);
 int store_insert_event(weft_db *db, const struct weft_event *ev, int own_next,
                        weft_ingest_status *status);
 /* Commits a write transaction that stored events: first finishes derived
- * work (change feed), then COMMIT, then tells the commit callback. */
+ * work (change feed) and writes the gathered bucket rows, then COMMIT,
+ * then tells the commit callback. */
 int store_commit_events(weft_db *db);
 
 /*
