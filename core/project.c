@@ -1983,6 +1983,20 @@ static int settle_claim(weft_db *db, crow *r, int k, int exists)
 	return rc;
 }
 
+/* The encoding buffer, at least need bytes. */
+static int enc_reserve(weft_db *db, size_t need)
+{
+	struct proj_cache *c = db->proj;
+	if (need <= c->enccap)
+		return WEFT_OK;
+	unsigned char *b = weft__realloc(c->enc, need);
+	if (!b)
+		return err_set(&db->err, WEFT_ENOMEM, "out of memory deriving rows");
+	c->enc = b;
+	c->enccap = need;
+	return WEFT_OK;
+}
+
 static int clock_write(weft_db *db, crow *r)
 {
 	struct proj_cache *c = db->proj;
@@ -1991,14 +2005,9 @@ static int clock_write(weft_db *db, crow *r)
 	int s;
 	if (r->nhist >= HIST_INLINE) {
 		/* Spill the inline history: rows written often stay small. */
-		size_t need = (size_t)r->nhist * 10;
-		if (need > c->enccap) {
-			unsigned char *b = weft__realloc(c->enc, need);
-			if (!b)
-				return err_set(&db->err, WEFT_ENOMEM, "out of memory deriving rows");
-			c->enc = b;
-			c->enccap = need;
-		}
+		int rc = enc_reserve(db, (size_t)r->nhist * 10);
+		if (rc < 0)
+			return rc;
 		size_t len = (size_t)(put_hist(c->enc, r->hist, r->nhist) - c->enc);
 		if (!(st = gstmt(db, GS_HIST_SET)))
 			return db->err.code;
@@ -2013,14 +2022,9 @@ static int clock_write(weft_db *db, crow *r)
 		r->chunks++;
 		r->nhist = 0;
 	}
-	size_t need = clock_max(t, r);
-	if (need > c->enccap) {
-		unsigned char *b = weft__realloc(c->enc, need);
-		if (!b)
-			return err_set(&db->err, WEFT_ENOMEM, "out of memory deriving rows");
-		c->enc = b;
-		c->enccap = need;
-	}
+	int rc = enc_reserve(db, clock_max(t, r));
+	if (rc < 0)
+		return rc;
 	size_t len = clock_encode(t, r, c->enc);
 	sqlite3_stmt **ts = table_stmts(db, r->ti);
 	if (!ts)

@@ -1081,15 +1081,6 @@ static void test_session_pipelined_batches(void **state)
 	weft_db_close(a);
 }
 
-static uint64_t hlc_of(weft_db *db, const weft_id *id)
-{
-	weft_event *ev;
-	tu_ok(db, weft_db_get(&ev, db, id));
-	uint64_t h = weft_event_hlc(ev);
-	weft_event_free(ev);
-	return h;
-}
-
 /* Server: answers what the session output holds, checking each event sent
  * against want[*pos..] (absent ids skipped by the caller); returns the
  * number of EVENTS frames and counts WANT_ENDs. */
@@ -1157,7 +1148,7 @@ static void test_session_sends_the_events_asked_for(void **state)
 		ids[i] = *weft_event_id(e);
 	}
 	weft_iter_free(it);
-	assert_int_equal(hlc_of(a, &ids[0]), hlc_of(a, &ids[1])); /* a shared stamp */
+	assert_int_equal(tu_event_hlc(a, &ids[0]), tu_event_hlc(a, &ids[1])); /* a shared stamp */
 
 	/* Time order, then backwards, an absent id, a repeat, shuffled. */
 	weft_id want[3 * N + 2], sent[3 * N + 2];

@@ -125,15 +125,6 @@ static void send(weft_db *dst, weft_db *src, const weft_id *ids, size_t n)
 	}
 }
 
-static uint64_t hlc_of(weft_db *db, const weft_id *id)
-{
-	weft_event *ev;
-	tu_ok(db, weft_db_get(&ev, db, id));
-	uint64_t h = weft_event_hlc(ev);
-	weft_event_free(ev);
-	return h;
-}
-
 /* Appends a raw "weft.rows" payload (for operations weft_txn refuses). */
 static weft_id append_raw(weft_db *db, const char *scope, const char *idem, const void *p, size_t n)
 {
@@ -294,6 +285,21 @@ static int collect_dup(const weft_id *event, const weft_id *winner, const char *
 
 /* ------------------------------------------------------ last writer wins */
 
+/* Erases an event's payload behind weft's back (weft has no call for it
+ * yet), in the closed store dir/name. */
+static void erase_payload(fixture *f, const char *name, const weft_id *id)
+{
+	sqlite3 *raw;
+	assert_int_equal(sqlite3_open(tu_path(f->dir, name), &raw), SQLITE_OK);
+	sqlite3_stmt *st;
+	assert_int_equal(sqlite3_prepare_v2(raw, "UPDATE weft_event SET payload = NULL WHERE id = ?1", -1, &st, NULL),
+	                 SQLITE_OK);
+	sqlite3_bind_blob(st, 1, id->bytes, 32, SQLITE_STATIC);
+	assert_int_equal(sqlite3_step(st), SQLITE_DONE);
+	sqlite3_finalize(st);
+	sqlite3_close(raw);
+}
+
 static void test_tables_put_creates_a_row_with_defaults(void **state)
 {
 	fixture *f = *state;
@@ -346,7 +352,7 @@ static void test_tables_equal_timestamps_tie_broken_by_author_key(void **state)
 		snprintf(pk, sizeof(pk), "x%d", n);
 		weft_id ia = set1(a, "todo", K(pk), "title", K("from a"));
 		weft_id ib = set1(b, "todo", K(pk), "title", K("from b"));
-		assert_int_equal(hlc_of(a, &ia), hlc_of(b, &ib)); /* same clock, same stamp */
+		assert_int_equal(tu_event_hlc(a, &ia), tu_event_hlc(b, &ib)); /* same clock, same stamp */
 		if ((memcmp(ia.bytes, ib.bytes, 32) > 0) != a_key_larger)
 			break;
 	}
@@ -376,7 +382,7 @@ static void test_tables_equal_timestamps_same_author_tie_broken_by_event_id(void
 	tu_ok(twin, weft_schema_define(twin, TODO));
 	weft_id ia = set1(a, "todo", K("x"), "title", K("one"));
 	weft_id it = set1(twin, "todo", K("x"), "title", K("two"));
-	assert_int_equal(hlc_of(a, &ia), hlc_of(twin, &it));
+	assert_int_equal(tu_event_hlc(a, &ia), tu_event_hlc(twin, &it));
 	const char *want = memcmp(ia.bytes, it.bytes, 32) > 0 ? "'one'" : "'two'";
 	weft_db *c = dev(f, 2, TODO), *d = dev(f, 3, TODO);
 	send(c, a, &ia, 1);
@@ -462,7 +468,7 @@ static void test_tables_delete_and_put_with_equal_timestamps(void **state)
 	weft_db *a = dev(f, 0, TODO), *b = dev(f, 1, TODO);
 	weft_id ia = del1(a, "todo", K("x"));
 	weft_id ib = set1(b, "todo", K("x"), "title", K("put"));
-	assert_int_equal(hlc_of(a, &ia), hlc_of(b, &ib));
+	assert_int_equal(tu_event_hlc(a, &ia), tu_event_hlc(b, &ib));
 	int put_wins = memcmp(weft_db_public_key(b), weft_db_public_key(a), 32) > 0;
 	tu_ingest_all(a, b);
 	tu_ingest_all(b, a);
@@ -818,7 +824,7 @@ static void test_tables_unique_claims_with_equal_timestamps(void **state)
 		snprintf(value, sizeof(value), "v%d", n);
 		ia = set1(a, "todo", K("a1"), "owner", K(value));
 		ib = set1(b, "todo", K("b1"), "owner", K(value));
-		assert_int_equal(hlc_of(a, &ia), hlc_of(b, &ib));
+		assert_int_equal(tu_event_hlc(a, &ia), tu_event_hlc(b, &ib));
 		if ((memcmp(ia.bytes, ib.bytes, 32) < 0) == a_key_larger)
 			break;
 	}
@@ -940,8 +946,8 @@ static void test_tables_rebuild_applies_tied_events_in_id_order(void **state)
 		tu_ok(src[i], weft_txn_set(t, "todo", K("x"), "note", K(i == 0 ? "a" : i == 1 ? "b" : "c")));
 		tu_ok(src[i], weft_txn_commit(&id[i], t));
 	}
-	assert_int_equal(hlc_of(a, &id[0]), hlc_of(b, &id[1]));
-	assert_int_equal(hlc_of(a, &id[0]), hlc_of(c, &id[2]));
+	assert_int_equal(tu_event_hlc(a, &id[0]), tu_event_hlc(b, &id[1]));
+	assert_int_equal(tu_event_hlc(a, &id[0]), tu_event_hlc(c, &id[2]));
 	int lo = 0, hi = 0;
 	for (int i = 1; i < 3; i++) {
 		if (memcmp(id[i].bytes, id[lo].bytes, 32) < 0)
@@ -1022,15 +1028,7 @@ static void test_tables_idempotency_displaces_an_erased_event(void **state)
 	tu_ok(a, weft_txn_commit(&ia, t));
 	expect_q(a, "SELECT id, title, votes FROM todo ORDER BY id", "'x'|NULL|5\n'y'|'from a, later'|NULL");
 	/* Erase a's payload behind weft's back (weft has no call for it yet). */
-	sqlite3 *raw;
-	assert_int_equal(sqlite3_open(tu_path(f->dir, "d0.db"), &raw), SQLITE_OK);
-	sqlite3_stmt *st;
-	assert_int_equal(sqlite3_prepare_v2(raw, "UPDATE weft_event SET payload = NULL WHERE id = ?1", -1, &st, NULL),
-	                 SQLITE_OK);
-	sqlite3_bind_blob(st, 1, ia.bytes, 32, SQLITE_STATIC);
-	assert_int_equal(sqlite3_step(st), SQLITE_DONE);
-	sqlite3_finalize(st);
-	sqlite3_close(raw);
+	erase_payload(f, "d0.db", &ia);
 	send(a, b, &ib, 1);
 	expect_q(a, "SELECT id, title, votes FROM todo ORDER BY id", "'x'|'from b, earlier'|NULL");
 	dups du;
@@ -1493,15 +1491,7 @@ static void test_tables_long_history_is_re_derived(void **state)
 	/* In d, b's payload is erased behind weft's back. */
 	weft_db_close(d);
 	f->db[3] = NULL;
-	sqlite3 *raw;
-	assert_int_equal(sqlite3_open(tu_path(f->dir, "d3.db"), &raw), SQLITE_OK);
-	sqlite3_stmt *st;
-	assert_int_equal(sqlite3_prepare_v2(raw, "UPDATE weft_event SET payload = NULL WHERE id = ?1", -1, &st, NULL),
-	                 SQLITE_OK);
-	sqlite3_bind_blob(st, 1, late.bytes, 32, SQLITE_STATIC);
-	assert_int_equal(sqlite3_step(st), SQLITE_DONE);
-	sqlite3_finalize(st);
-	sqlite3_close(raw);
+	erase_payload(f, "d3.db", &late);
 	d = dev(f, 3, NULL);
 	/* c's event displaces b's: its cells go, the 100 increments stay. */
 	send(a, c, &early, 1);

@@ -287,3 +287,12 @@ void tu_ingest_all(weft_db *dst, weft_db *src)
 	assert_int_equal(rc, WEFT_ITEROVER);
 	weft_iter_free(it);
 }
+
+uint64_t tu_event_hlc(weft_db *db, const weft_id *id)
+{
+	weft_event *ev;
+	tu_ok(db, weft_db_get(&ev, db, id));
+	uint64_t h = weft_event_hlc(ev);
+	weft_event_free(ev);
+	return h;
+}

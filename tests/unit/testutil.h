@@ -72,5 +72,7 @@ uint64_t tu_hash(const void *p, size_t n);
 
 /* Ingests every event of src into dst, one at a time, in (hlc, id) order. */
 void tu_ingest_all(weft_db *dst, weft_db *src);
+/* The HLC stamp of a stored event. */
+uint64_t tu_event_hlc(weft_db *db, const weft_id *id);
 
 #endif
