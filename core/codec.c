@@ -221,8 +221,15 @@ int codec_event_build(struct weft_event **out, const event_fields *f,
 	return WEFT_OK;
 }
 
-int codec_event_assemble(struct weft_event **out, const struct weft_event *fields,
-                         const void *payload, weft_err *err)
+void codec_event_hash_id(struct weft_event *ev)
+{
+	unsigned char header[EVENT_HEADER_MAX];
+	size_t hlen = header_encode(header, ev);
+	crypto_generichash(ev->id.bytes, 32, header, hlen, NULL, 0);
+}
+
+int codec_event_layout(struct weft_event **out, const struct weft_event *fields,
+                       const void *payload, weft_err *err)
 {
 	*out = NULL;
 	struct weft_event *ev = weft__malloc(sizeof(*ev));
@@ -230,12 +237,24 @@ int codec_event_assemble(struct weft_event **out, const struct weft_event *field
 		return err_set(err, WEFT_ENOMEM, "out of memory reading an event");
 	*ev = *fields;
 	ev->enc = NULL;
-	weft_id stored_id = fields->id;
 	int rc = encode_into(ev, payload, err);
 	if (rc < 0) {
 		weft__free(ev);
 		return rc;
 	}
+	*out = ev;
+	return WEFT_OK;
+}
+
+int codec_event_assemble(struct weft_event **out, const struct weft_event *fields,
+                         const void *payload, weft_err *err)
+{
+	weft_id stored_id = fields->id;
+	struct weft_event *ev;
+	int rc = codec_event_layout(&ev, fields, payload, err);
+	*out = NULL;
+	if (rc < 0)
+		return rc;
 	if (sodium_memcmp(stored_id.bytes, ev->id.bytes, 32) != 0) {
 		char a[16], b[16];
 		err_set(err, WEFT_ECORRUPT, "stored event %s does not hash to its id (fields hash to %s): the store was altered",

@@ -79,9 +79,16 @@ int codec_event_decode(struct weft_event **out, const void *bytes, size_t len,
 int codec_event_verify_sig(const struct weft_event *ev, weft_err *err);
 
 /* Builds an event from stored fields (id, sig, payload as stored) and
- * re-derives its encoding; used by the store. payload NULL = erased. */
+ * re-derives its encoding, checking that the header hashes to fields->id
+ * (WEFT_ECORRUPT if not). payload NULL = erased. */
 int codec_event_assemble(struct weft_event **out, const struct weft_event *fields,
                          const void *payload, weft_err *err);
+/* The same without the check: the id is computed from the header (the
+ * store keeps only the id's first 8 bytes and checks those). */
+int codec_event_layout(struct weft_event **out, const struct weft_event *fields,
+                       const void *payload, weft_err *err);
+/* Sets ev->id to the hash of ev's header fields (payload_hash included). */
+void codec_event_hash_id(struct weft_event *ev);
 
 void codec_event_free(struct weft_event *ev);
 

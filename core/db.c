@@ -13,7 +13,7 @@
 #include "core/walbuf.h"
 #include "platform/platform.h"
 
-static const char schema_v1[] =
+static const char schema_base[] =
 	"CREATE TABLE weft_meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;"
 	"CREATE TABLE weft_author("
 	"  ref INTEGER PRIMARY KEY,"
@@ -21,11 +21,21 @@ static const char schema_v1[] =
 	"  forked INTEGER NOT NULL DEFAULT 0);"
 	"CREATE TABLE weft_scope(ref INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);"
 	"CREATE TABLE weft_kind(ref INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);"
-	/* Layout: docs/FORMAT.md section 5. What can be re-derived is
-	 * not stored; the id is found through its first 8 bytes. */
+	"CREATE TABLE weft_trust("
+	"  pk BLOB PRIMARY KEY,"
+	"  scopes TEXT NOT NULL,"           /* comma-separated, or '*' */
+	"  perms INTEGER NOT NULL,"
+	"  tls_hash BLOB,"                  /* pinned once endorsed */
+	"  added INTEGER NOT NULL) WITHOUT ROWID;";
+
+/* Layout: docs/FORMAT.md section 5 and core/store.h. What can be
+ * re-derived is not stored: the id (but its first 6 bytes), prev when
+ * the row of the event it names is known, the payload's length and hash
+ * while the payload is there. */
+static const char schema_events[] =
 	"CREATE TABLE weft_event("
 	"  n INTEGER PRIMARY KEY,"          /* local arrival order */
-	"  id BLOB NOT NULL,"
+	"  idp INTEGER NOT NULL,"           /* the id's first 6 bytes */
 	"  author INTEGER NOT NULL,"
 	"  seq INTEGER NOT NULL,"
 	"  hlc INTEGER NOT NULL,"
@@ -33,20 +43,44 @@ static const char schema_v1[] =
 	"  kind INTEGER NOT NULL,"
 	"  sig BLOB NOT NULL,"
 	"  payload BLOB,"                   /* NULL once erased */
-	"  prev BLOB,"                      /* NULL: seq 1, or the id of the author's only event at seq - 1 */
-	"  payload_len INTEGER,"            /* NULL while the payload is present */
-	"  payload_hash BLOB,"              /* NULL while the payload is present */
+	"  prev,"                           /* NULL (seq 1), the id, or n minus its row */
+	"  erased BLOB,"                    /* once erased: payload length (u32) and hash */
 	"  idem TEXT);"
-	"CREATE INDEX weft_event_idp ON weft_event(" STORE_ID_PREFIX("id") ");"
+	"CREATE INDEX weft_event_idp ON weft_event(idp);"
 	"CREATE INDEX weft_event_time ON weft_event(hlc);"
-	"CREATE INDEX weft_event_chain ON weft_event(author, seq);"
 	"CREATE INDEX weft_event_idem ON weft_event(scope, idem) WHERE idem IS NOT NULL;"
-	"CREATE TABLE weft_trust("
-	"  pk BLOB PRIMARY KEY,"
-	"  scopes TEXT NOT NULL,"           /* comma-separated, or '*' */
-	"  perms INTEGER NOT NULL,"
-	"  tls_hash BLOB,"                  /* pinned once endorsed */
-	"  added INTEGER NOT NULL) WITHOUT ROWID;";
+	/* Events stored before their predecessor, found when it arrives. */
+	"CREATE INDEX weft_event_waiting ON weft_event(author, seq) WHERE typeof(prev) = 'blob';"
+	/* The sequence numbers stored per author, as runs [lo, hi]. */
+	"CREATE TABLE weft_chain(author INTEGER NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL,"
+	"  hi_n INTEGER NOT NULL, PRIMARY KEY(author, lo)) WITHOUT ROWID;"
+	/* Every event of an author with a fork. */
+	"CREATE TABLE weft_fork(author INTEGER NOT NULL, seq INTEGER NOT NULL, n INTEGER NOT NULL,"
+	"  PRIMARY KEY(author, seq, n)) WITHOUT ROWID;";
+
+/* Schema 2 to 3: the same events, n kept (derived rows refer to it). */
+static const char migrate_v2_before[] =
+	"DROP INDEX weft_event_idp; DROP INDEX weft_event_time; DROP INDEX weft_event_idem;"
+	"ALTER TABLE weft_event RENAME TO weft_event_v2;";
+/* Then schema_events, then: */
+static const char migrate_v2_after[] =
+	"INSERT INTO weft_event(n, idp, author, seq, hlc, scope, kind, sig, payload, prev, erased, idem) "
+	"SELECT e.n, weft_idp(e.id), e.author, e.seq, e.hlc, e.scope, e.kind, e.sig, e.payload,"
+	"  CASE WHEN e.seq = 1 THEN NULL"
+	"    WHEN coalesce(p.n < e.n, 0) AND e.seq % " STORE_STR(STORE_PREV_EVERY) " <> 0 THEN e.n - p.n"
+	"    ELSE coalesce(e.prev, p.id) END,"
+	"  CASE WHEN e.payload IS NULL THEN weft_erased(e.payload_len, e.payload_hash) END, e.idem "
+	"FROM weft_event_v2 e LEFT JOIN weft_event_v2 p ON p.author = e.author AND p.seq = e.seq - 1 "
+	"  AND (e.prev IS NULL OR p.id = e.prev) ORDER BY e.n;"
+	"WITH s AS (SELECT DISTINCT author, seq FROM weft_event_v2),"
+	"  g AS (SELECT author, seq, seq - row_number() OVER (PARTITION BY author ORDER BY seq) AS k FROM s) "
+	"INSERT INTO weft_chain(author, lo, hi, hi_n) SELECT author, min(seq), max(seq), 0 FROM g GROUP BY author, k;"
+	"UPDATE weft_chain SET hi_n = (SELECT min(n) FROM weft_event_v2 e WHERE e.author = weft_chain.author "
+	"  AND e.seq = weft_chain.hi);"
+	"INSERT INTO weft_fork(author, seq, n) SELECT e.author, e.seq, e.n FROM weft_event_v2 e "
+	"  JOIN weft_author a ON a.ref = e.author WHERE a.forked;"
+	"DROP TABLE weft_event_v2;"
+	"PRAGMA user_version = 3;";
 
 const char *weft_version(void) { return WEFT_VERSION_STRING; }
 int weft_version_number(void) { return WEFT_VERSION_NUMBER; }
@@ -117,7 +151,8 @@ static int create_schema(weft_db *db)
 	char sql[128];
 	snprintf(sql, sizeof(sql), "PRAGMA application_id = %d; PRAGMA user_version = %d;",
 	         STORE_APPLICATION_ID, STORE_SCHEMA_VERSION);
-	if ((rc = store_exec(db, schema_v1, "creating the store")) < 0 ||
+	if ((rc = store_exec(db, schema_base, "creating the store")) < 0 ||
+	    (rc = store_exec(db, schema_events, "creating the store")) < 0 ||
 	    (rc = store_exec(db, project_schema_sql, "creating the store")) < 0 ||
 	    (rc = store_exec(db, sql, "creating the store")) < 0)
 		goto fail;
@@ -141,9 +176,10 @@ fail:
 }
 
 /* Checks that the file is a weft store this library can read. */
-static int check_schema(weft_db *db, int *is_new)
+static int check_schema(weft_db *db, int *is_new, int *ver_out)
 {
 	int app, ver, tables, rc;
+	*ver_out = 0;
 	if ((rc = pragma_int(db, "PRAGMA application_id", &app)) < 0 ||
 	    (rc = pragma_int(db, "PRAGMA user_version", &ver)) < 0 ||
 	    (rc = pragma_int(db, "SELECT count(*) FROM sqlite_schema", &tables)) < 0)
@@ -164,7 +200,70 @@ static int check_schema(weft_db *db, int *is_new)
 		               "its events, then `weft import` them into a new store", db->path);
 	if (ver < 1)
 		return err_set(&db->err, WEFT_ECORRUPT, "%s has an unknown store schema version %d", db->path, ver);
+	if (ver < STORE_SCHEMA_VERSION && db->readonly)
+		return err_set(&db->err, WEFT_EVERSION, "%s has store schema %d, which this version upgrades to %d "
+		               "when it opens the store read-write; open it once without WEFT_OPEN_READONLY",
+		               db->path, ver, STORE_SCHEMA_VERSION);
+	*ver_out = ver;
 	return WEFT_OK;
+}
+
+/* Schema 2 to 3 in one transaction: all or nothing. */
+static int upgrade_schema(weft_db *db)
+{
+	const char *doing = "upgrading the store to schema 3";
+	int rc = store_begin(db);
+	if (rc < 0)
+		return rc;
+	if ((rc = store_exec(db, migrate_v2_before, doing)) < 0 || (rc = store_exec(db, schema_events, doing)) < 0 ||
+	    (rc = store_exec(db, migrate_v2_after, doing)) < 0) {
+		store_rollback(db);
+		return rc;
+	}
+	return store_commit(db);
+}
+
+/* weft_id(n): the id of the event at row n (core/store.h). */
+static void sql_weft_id(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+	(void)argc;
+	weft_db *db = sqlite3_user_data(ctx);
+	weft_id id;
+	if (sqlite3_value_type(argv[0]) != SQLITE_INTEGER) {
+		sqlite3_result_null(ctx);
+		return;
+	}
+	if (store_event_id(db, sqlite3_value_int64(argv[0]), &id) < 0) {
+		sqlite3_result_error(ctx, db->err.msg, -1);
+		return;
+	}
+	sqlite3_result_blob(ctx, id.bytes, 32, SQLITE_TRANSIENT);
+}
+
+/* weft_erased(len, hash): weft_event.erased of an erased payload. */
+static void sql_weft_erased(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+	(void)argc;
+	sqlite3_int64 len = sqlite3_value_int64(argv[0]);
+	if (sqlite3_value_type(argv[0]) != SQLITE_INTEGER || len < 0 || len > UINT32_MAX ||
+	    sqlite3_value_bytes(argv[1]) != 32 || sqlite3_value_type(argv[1]) != SQLITE_BLOB) {
+		sqlite3_result_null(ctx);
+		return;
+	}
+	unsigned char b[STORE_ERASED_BYTES];
+	store_erased_put(b, (uint32_t)len, sqlite3_value_blob(argv[1]));
+	sqlite3_result_blob(ctx, b, sizeof(b), SQLITE_TRANSIENT);
+}
+
+/* weft_idp(id): an id's first 6 bytes as weft_event.idp holds them. */
+static void sql_weft_idp(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+	(void)argc;
+	if (sqlite3_value_bytes(argv[0]) != 32 || sqlite3_value_type(argv[0]) != SQLITE_BLOB) {
+		sqlite3_result_null(ctx);
+		return;
+	}
+	sqlite3_result_int64(ctx, store_idp(sqlite3_value_blob(argv[0])));
 }
 
 static int self_ref(weft_db *db)
@@ -285,8 +384,17 @@ int weft_db_open(weft_db **out, const char *path, const weft_open_options *opts)
 	}
 	sqlite3_extended_result_codes(db->sql, 1);
 	sqlite3_busy_timeout(db->sql, 5000);
-	int is_new;
-	if ((rc = check_schema(db, &is_new)) < 0)
+	if (sqlite3_create_function_v2(db->sql, "weft_id", 1, SQLITE_UTF8 | SQLITE_DIRECTONLY, db, sql_weft_id, NULL,
+	                               NULL, NULL) != SQLITE_OK ||
+	    sqlite3_create_function_v2(db->sql, "weft_idp", 1, SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL, sql_weft_idp,
+	                               NULL, NULL, NULL) != SQLITE_OK ||
+	    sqlite3_create_function_v2(db->sql, "weft_erased", 2, SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL,
+	                               sql_weft_erased, NULL, NULL, NULL) != SQLITE_OK) {
+		rc = store_sqlite_error(db, sqlite3_errcode(db->sql), "opening the store");
+		goto fail;
+	}
+	int is_new, ver;
+	if ((rc = check_schema(db, &is_new, &ver)) < 0)
 		goto fail;
 	/* Reads map the file instead of copying pages (at most 64 MiB). */
 	if ((rc = store_exec(db, "PRAGMA mmap_size=67108864;", "configuring the database")) < 0)
@@ -315,6 +423,8 @@ int weft_db_open(weft_db **out, const char *path, const weft_open_options *opts)
 		}
 		if ((rc = create_schema(db)) < 0)
 			goto fail;
+	} else if (ver < STORE_SCHEMA_VERSION && (rc = upgrade_schema(db)) < 0) {
+		goto fail;
 	}
 
 	unsigned char stored_pk[32];
@@ -395,6 +505,29 @@ static int data_version(weft_db *db, int64_t *v)
 	return rc == SQLITE_ROW ? WEFT_OK : store_sqlite_error(db, rc, "reading this device's chain");
 }
 
+/* Of this device's events at seq (a fork), the one with the lowest id. */
+static int forked_head(weft_db *db, uint64_t seq, weft_id *id, int64_t *n)
+{
+	sqlite3_stmt *st = store_stmt(db, STMT_FORK_AT);
+	if (!st)
+		return db->err.code;
+	sqlite3_bind_int64(st, 1, db->self_ref);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)seq);
+	int rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		weft_id other;
+		int64_t on = sqlite3_column_int64(st, 0);
+		if ((rc = store_event_id(db, on, &other)) < 0)
+			break;
+		if (memcmp(other.bytes, id->bytes, 32) < 0) {
+			*id = other;
+			*n = on;
+		}
+	}
+	sqlite3_reset(st);
+	return rc < 0 ? rc : rc == SQLITE_DONE ? WEFT_OK : store_sqlite_error(db, rc, "reading this device's chain");
+}
+
 /* Inside the write transaction: this device's head, from the cache while
  * no other connection wrote since it was filled. */
 static int own_head(weft_db *db, uint64_t *seq, weft_id *id, int64_t *dv_out)
@@ -414,29 +547,31 @@ static int own_head(weft_db *db, uint64_t *seq, weft_id *id, int64_t *dv_out)
 	int forked = 0;
 	if ((rc = self_ref(db)) < 0)
 		return rc;
+	int64_t n = 0;
 	if (db->self_ref >= 0) {
 		sqlite3_stmt *st = store_stmt(db, STMT_OWN_HEAD);
 		if (!st)
 			return db->err.code;
 		sqlite3_bind_int64(st, 1, db->self_ref);
 		rc = sqlite3_step(st);
-		if (rc == SQLITE_ROW && sqlite3_column_bytes(st, 1) == 32) {
+		if (rc == SQLITE_ROW) {
 			*seq = (uint64_t)sqlite3_column_int64(st, 0);
-			memcpy(id->bytes, sqlite3_column_blob(st, 1), 32);
+			n = sqlite3_column_int64(st, 1);
 			forked = sqlite3_column_int(st, 2) != 0;
-		} else if (rc == SQLITE_ROW) {
-			rc = -1;
 		}
 		sqlite3_reset(st);
-		if (rc == -1)
-			return err_set(&db->err, WEFT_ECORRUPT, "this device's newest event has a malformed id; run `weft verify`");
 		if (rc != SQLITE_ROW && rc != SQLITE_DONE)
 			return store_sqlite_error(db, rc, "reading this device's chain");
+		if (n && (rc = store_event_id(db, n, id)) < 0)
+			return rc;
+		if (forked && (rc = forked_head(db, *seq, id, &n)) < 0)
+			return rc;
 	}
 	db->own_valid = 1;
 	db->own_dv = dv;
 	db->own_seq = *seq;
 	db->own_id = *id;
+	db->own_n = n;
 	db->own_forked = forked;
 	return WEFT_OK;
 }
@@ -503,7 +638,7 @@ int weft_db_append(weft_id *out, weft_db *db, const char *scope, const char *kin
 		/* The new head; a failed commit rolls back and clears it. */
 		db->own_valid = 1;
 		db->own_seq = f.seq;
-		db->own_id = ev->id;
+		db->own_id = ev->id; /* own_n: set by store_insert_event */
 	}
 	codec_event_free(ev);
 	if (rc < 0)
@@ -553,7 +688,7 @@ int weft_db_iter(weft_iter **out, weft_db *db, const weft_iter_options *opts)
 	int rc = sqlite3_prepare_v2(db->sql,
 		"SELECT " STORE_EVENT_COLUMNS STORE_EVENT_FROM
 		"WHERE e.hlc >= ?1 AND (?2 = 0 OR e.hlc < ?2) AND (?3 IS NULL OR s.name = ?3) "
-		"ORDER BY e.hlc, e.id", -1, &it->st, NULL); /* ties sorted by SQLite */
+		"ORDER BY e.hlc, weft_id(e.n)", -1, &it->st, NULL); /* ties sorted by SQLite */
 	if (rc != SQLITE_OK) {
 		weft__free(it);
 		return store_sqlite_error(db, rc, "starting an iteration");
@@ -616,7 +751,10 @@ int weft_db_stats_get(weft_db_stats *out, weft_db *db)
 	memset(out, 0, sizeof(*out));
 	int rc;
 	if ((rc = query_u64(db, "SELECT count(*) FROM weft_event WHERE ?1 = ?1", &out->events)) < 0 ||
-	    (rc = query_u64(db, "SELECT count(*) FROM weft_event WHERE author = ?1", &out->own_events)) < 0 ||
+	    (rc = query_u64(db, "SELECT CASE WHEN (SELECT forked FROM weft_author WHERE ref = ?1) "
+	                        "THEN (SELECT count(*) FROM weft_fork WHERE author = ?1) "
+	                        "ELSE (SELECT coalesce(sum(hi - lo + 1), 0) FROM weft_chain WHERE author = ?1) END",
+	                    &out->own_events)) < 0 ||
 	    (rc = query_u64(db, "SELECT count(*) FROM weft_author WHERE ?1 = ?1", &out->authors)) < 0 ||
 	    (rc = query_u64(db, "SELECT count(*) FROM weft_author WHERE forked AND ?1 = ?1", &out->forked_authors)) < 0)
 		return rc;
@@ -629,10 +767,9 @@ int weft_db_heads(weft_db *db, weft_head_cb cb, void *payload)
 		return err_set(db ? &db->err : NULL, WEFT_EINVAL, "weft_db_heads: NULL argument");
 	sqlite3_stmt *st;
 	int rc = sqlite3_prepare_v2(db->sql,
-		"SELECT a.pk, e.seq, e.id, a.forked FROM weft_author a "
-		"JOIN weft_event e ON e.author = a.ref AND e.seq = "
-		"(SELECT max(seq) FROM weft_event WHERE author = a.ref) "
-		"GROUP BY a.ref ORDER BY a.pk", -1, &st, NULL);
+		"SELECT a.pk, c.hi, weft_id(c.hi_n), a.forked FROM weft_author a "
+		"JOIN weft_chain c ON c.author = a.ref AND c.lo = (SELECT max(lo) FROM weft_chain WHERE author = a.ref) "
+		"ORDER BY a.pk", -1, &st, NULL);
 	if (rc != SQLITE_OK)
 		return store_sqlite_error(db, rc, "reading heads");
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {

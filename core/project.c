@@ -70,20 +70,24 @@ static const char *const gs_sql[GS__COUNT] = {
 	/* The only reads of weft_event (besides the rebuild's scan, REBUILD_SCAN):
 	 * by its row number n. */
 	[GS_EVENT_PAYLOAD] = "SELECT payload FROM weft_event WHERE n = ?1",
-	[GS_EVENT_STAMP] = "SELECT e.hlc, a.pk, e.id FROM weft_event e JOIN weft_author a ON a.ref = e.author "
+	[GS_EVENT_STAMP] = "SELECT e.hlc, a.pk, weft_id(e.n) FROM weft_event e JOIN weft_author a ON a.ref = e.author "
 	                   "WHERE e.n = ?1",
-	[GS_EVENT_ROW] = "SELECT e.hlc, a.pk, e.id, e.payload FROM weft_event e JOIN weft_author a ON a.ref = e.author "
+	[GS_EVENT_ROW] = "SELECT e.hlc, a.pk, weft_id(e.n), e.payload FROM weft_event e JOIN weft_author a ON a.ref = e.author "
 	                 "WHERE e.n = ?1",
 };
 
-/* The events a rebuild applies, in (HLC, id) order: n, scope ref, id,
- * (author key: looked up by n when needed), hlc, idempotency key, payload. */
-#define REBUILD_COLS "SELECT e.n, e.scope, e.id, NULL, e.hlc, e.idem, e.payload FROM weft_event e "
+/* The events a rebuild applies, in (HLC, id) order: n, scope ref, id
+ * (re-derived only for ties of HLC), (author key: looked up by n when
+ * needed), hlc, idempotency key, payload. */
+#define REBUILD_COLS(id) "SELECT e.n, e.scope, " id ", NULL, e.hlc, e.idem, e.payload FROM weft_event e "
 /* By the time index alone: ties of HLC are rare, and REBUILD_TIES puts
- * each tie in id order (ORDER BY e.hlc, e.id sorted every HLC's events
- * on its own: a sorter per event). */
-#define REBUILD_SCAN REBUILD_COLS "WHERE " STORE_EVENT_KIND_IS(ROWS_KIND) " ORDER BY e.hlc"
-#define REBUILD_TIES REBUILD_COLS "WHERE e.hlc = ?1 AND " STORE_EVENT_KIND_IS(ROWS_KIND) " ORDER BY e.id"
+ * each tie in id order (ORDER BY e.hlc, id sorted every HLC's events on
+ * its own: a sorter per event). Without a tie, an event's id is not
+ * needed: stamps are compared by HLC first (the stamp of the event
+ * being applied is partial, see cur_partial). */
+#define REBUILD_SCAN REBUILD_COLS("NULL") "WHERE " STORE_EVENT_KIND_IS(ROWS_KIND) " ORDER BY e.hlc"
+#define REBUILD_TIES REBUILD_COLS("weft_id(e.n) AS id") "WHERE e.hlc = ?1 AND " STORE_EVENT_KIND_IS(ROWS_KIND) \
+	" ORDER BY id"
 #define REBUILD_COUNT "SELECT count(*) FROM weft_event e WHERE " STORE_EVENT_KIND_IS(ROWS_KIND)
 
 /* -------------------------------------------------------------- stamps */
@@ -2751,8 +2755,14 @@ static int scan_read(weft_db *db, sqlite3_stmt *st, struct weft_event *f, int64_
 	memset(f, 0, sizeof(*f));
 	*n = sqlite3_column_int64(st, 0);
 	*scope = sqlite3_column_int64(st, 1);
-	if (sqlite3_column_bytes(st, 2) == 32)
+	if (sqlite3_column_bytes(st, 2) == 32) {
 		memcpy(f->id.bytes, sqlite3_column_blob(st, 2), 32);
+	} else if (db->proj && db->proj->listening) {
+		/* The feed names the event that last changed each row. */
+		int rc = store_event_id(db, *n, &f->id);
+		if (rc < 0)
+			return rc;
+	}
 	if (sqlite3_column_bytes(st, 3) == 32)
 		memcpy(f->author, sqlite3_column_blob(st, 3), 32);
 	f->hlc = (uint64_t)sqlite3_column_int64(st, 4);
@@ -3103,8 +3113,8 @@ int weft_db_duplicates(weft_db *db, weft_duplicate_cb cb, void *payload)
 		return err_set(db ? &db->err : NULL, WEFT_EINVAL, "weft_db_duplicates: NULL argument");
 	sqlite3_stmt *st;
 	int rc = sqlite3_prepare_v2(db->sql,
-		"SELECT e.id, w.id, s.name, e.idem FROM weft_dup d JOIN weft_event e ON e.n = d.event "
-		"JOIN weft_event w ON w.n = d.winner JOIN weft_scope s ON s.ref = e.scope ORDER BY e.hlc, e.id",
+		"SELECT weft_id(e.n) AS id, weft_id(w.n), s.name, e.idem FROM weft_dup d JOIN weft_event e ON e.n = d.event "
+		"JOIN weft_event w ON w.n = d.winner JOIN weft_scope s ON s.ref = e.scope ORDER BY e.hlc, id",
 		-1, &st, NULL);
 	if (rc != SQLITE_OK)
 		return store_sqlite_error(db, rc, "reading duplicates");

@@ -12,9 +12,6 @@
 #include "core/project.h"
 #include "platform/platform.h"
 
-#define STORE_STR_(x) #x
-#define STORE_STR(x) STORE_STR_(x)
-
 static const char *const stmt_sql[STMT__COUNT] = {
 	[STMT_AUTHOR_REF] = "SELECT ref FROM weft_author WHERE pk = ?1",
 	[STMT_AUTHOR_INSERT] = "INSERT INTO weft_author(pk) VALUES (?1)",
@@ -23,36 +20,45 @@ static const char *const stmt_sql[STMT__COUNT] = {
 	[STMT_SCOPE_INSERT] = "INSERT INTO weft_scope(name) VALUES (?1)",
 	[STMT_KIND_REF] = "SELECT ref FROM weft_kind WHERE name = ?1",
 	[STMT_KIND_INSERT] = "INSERT INTO weft_kind(name) VALUES (?1)",
-	[STMT_EVENT_BY_ID_EXISTS] = "SELECT 1 FROM weft_event e WHERE " STORE_EVENT_ID_IS("?1"),
+	[STMT_AUTHOR_FORKED] = "SELECT forked FROM weft_author WHERE ref = ?1",
+	/* Candidates by the id's first 6 bytes; the whole id is derived. */
+	[STMT_EVENT_BY_IDP] = "SELECT n, author, seq FROM weft_event WHERE idp = ?1",
 	/* Through the time index: a new event's stamp is near the end of it. */
-	[STMT_EVENT_AT_EXISTS] = "SELECT 1 FROM weft_event WHERE hlc = ?1 AND id = ?2",
-	[STMT_EVENT_SAME_SEQ] =
-		"SELECT seq, id, prev FROM weft_event WHERE author = ?1 AND seq BETWEEN ?2 - 1 AND ?2 + 1",
-	/* A second event at (author, seq - 1): successors stop deriving prev. */
-	[STMT_PREV_MATERIALIZE] =
-		"UPDATE weft_event SET prev = ?3 WHERE author = ?1 AND seq = ?2 AND prev IS NULL",
-	[STMT_EVENT_ID_AT] = "SELECT id FROM weft_event WHERE author = ?1 AND seq = ?2",
+	[STMT_EVENT_AT_IDP] = "SELECT n, author, seq FROM weft_event WHERE hlc = ?2 AND idp = ?1",
+	[STMT_EVENT_ROW] = "SELECT " STORE_EVENT_COLUMNS STORE_EVENT_FROM "WHERE e.n = ?1",
+	[STMT_NEXT_N] = "SELECT coalesce(max(n), 0) + 1 FROM weft_event",
+	[STMT_RUNS] = "SELECT lo, hi, hi_n FROM weft_chain WHERE author = ?1 AND lo <= ?2 ORDER BY lo DESC LIMIT 2",
+	[STMT_RUN_SET] = "INSERT OR REPLACE INTO weft_chain(author, lo, hi, hi_n) VALUES (?1, ?2, ?3, ?4)",
+	[STMT_RUN_DEL] = "DELETE FROM weft_chain WHERE author = ?1 AND lo = ?2",
+	[STMT_WAITING] = "SELECT prev FROM weft_event WHERE author = ?1 AND seq = ?2 AND typeof(prev) = 'blob'",
+	[STMT_FORK_NEAR] = "SELECT f.seq, e.prev FROM weft_fork f JOIN weft_event e ON e.n = f.n "
+	                   "WHERE f.author = ?1 AND f.seq BETWEEN ?2 - 1 AND ?2 + 1",
+	[STMT_FORK_ADD] = "INSERT OR IGNORE INTO weft_fork(author, seq, n) VALUES (?1, ?2, ?3)",
+	/* Once per forked author: a scan of the log. */
+	[STMT_FORK_FILL] = "INSERT OR IGNORE INTO weft_fork(author, seq, n) SELECT author, seq, n FROM weft_event "
+	                   "WHERE author = ?1",
+	[STMT_FORK_AT] = "SELECT n FROM weft_fork WHERE author = ?1 AND seq = ?2",
 	[STMT_EVENT_INSERT] =
-		"INSERT INTO weft_event(id, author, seq, prev, hlc, scope, kind, idem, "
-		"payload_len, payload_hash, sig, payload) "
+		"INSERT INTO weft_event(n, idp, author, seq, prev, hlc, scope, kind, idem, erased, sig, payload) "
 		"VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-	[STMT_EVENT_GET] = "SELECT " STORE_EVENT_COLUMNS ", e.n" STORE_EVENT_FROM "WHERE " STORE_EVENT_ID_IS("?1"),
+	[STMT_EVENT_GET] = "SELECT " STORE_EVENT_COLUMNS STORE_EVENT_FROM "WHERE e.idp = ?1",
 	/* The rows after (hlc ?1, n ?2) in the time index, which holds (hlc, n). */
 	[STMT_EVENT_AFTER] =
-		"SELECT " STORE_EVENT_COLUMNS ", e.n" STORE_EVENT_FROM
+		"SELECT " STORE_EVENT_COLUMNS STORE_EVENT_FROM
 		"WHERE e.hlc >= ?1 AND (e.hlc > ?1 OR e.n > ?2) ORDER BY e.hlc, e.n LIMIT " STORE_STR(STORE_READ_AHEAD),
 	[STMT_IDEM_LOOKUP] =
-		"SELECT e.id FROM weft_event e JOIN weft_scope s ON s.ref = e.scope "
-		"WHERE s.name = ?1 AND e.idem = ?2 ORDER BY e.hlc, e.id LIMIT 1",
+		"SELECT weft_id(e.n) AS id FROM weft_event e JOIN weft_scope s ON s.ref = e.scope "
+		"WHERE s.name = ?1 AND e.idem = ?2 ORDER BY e.hlc, id LIMIT 1",
+	/* The last run of the author's chain: its head. */
 	[STMT_OWN_HEAD] =
-		"SELECT e.seq, e.id, a.forked FROM weft_event e JOIN weft_author a ON a.ref = e.author "
-		"WHERE e.author = ?1 ORDER BY e.seq DESC, e.id LIMIT 1",
+		"SELECT c.hi, c.hi_n, a.forked FROM weft_chain c JOIN weft_author a ON a.ref = c.author "
+		"WHERE c.author = ?1 ORDER BY c.lo DESC LIMIT 1",
 	[STMT_DATA_VERSION] = "PRAGMA data_version",
 	[STMT_META_GET] = "SELECT value FROM weft_meta WHERE key = ?1",
 	[STMT_META_SET] = "INSERT OR REPLACE INTO weft_meta(key, value) VALUES (?1, ?2)",
 	[STMT_HLC_MAX] = "SELECT coalesce(max(hlc), 0) FROM weft_event",
 	[STMT_EFFECT_GET] =
-		"SELECT f.event, e.hlc, e.id FROM weft_effect f JOIN weft_event e ON e.n = f.event "
+		"SELECT f.event, e.hlc, weft_id(e.n) FROM weft_effect f JOIN weft_event e ON e.n = f.event "
 		"WHERE f.scope = ?1 AND f.idem = ?2",
 	[STMT_EFFECT_SET] = "INSERT OR REPLACE INTO weft_effect(scope, idem, event) VALUES (?1, ?2, ?3)",
 	[STMT_DUP_INSERT] = "INSERT OR REPLACE INTO weft_dup(event, winner) VALUES (?1, ?2)",
@@ -148,6 +154,7 @@ static int step_once(weft_db *db, enum store_stmt which, const char *doing)
 int store_begin(weft_db *db)
 {
 	db->mark_valid = 0;
+	db->n_valid = 0;
 	db->nbpend = 0;
 	return step_once(db, STMT_BEGIN, "starting a write transaction");
 }
@@ -155,6 +162,7 @@ int store_begin(weft_db *db)
 int store_commit(weft_db *db)
 {
 	db->mark_valid = 0;
+	db->n_valid = 0;
 	int rc = step_once(db, STMT_COMMIT, "committing");
 	if (rc < 0)
 		store_rollback(db);
@@ -169,7 +177,8 @@ void store_rollback(weft_db *db)
 	db->mark_valid = 0;
 	db->nbpend = 0;
 	memset(db->refs, 0, sizeof(db->refs));
-	memset(db->read_ids, 0, sizeof(db->read_ids));
+	memset(db->ids, 0, sizeof(db->ids));
+	db->n_valid = 0;
 	if (!sqlite3_get_autocommit(db->sql))
 		sqlite3_exec(db->sql, "ROLLBACK", NULL, NULL, NULL);
 }
@@ -257,161 +266,38 @@ static int intern(weft_db *db, int64_t *ref, int which, const void *val, int is_
 }
 
 /* Whether ev is stored already (by its stamp and id). */
-static int event_at_exists(weft_db *db, const struct weft_event *ev, int *exists)
+int64_t store_idp(const unsigned char id[32])
 {
-	sqlite3_stmt *st = store_stmt(db, STMT_EVENT_AT_EXISTS);
-	if (!st)
-		return db->err.code;
-	sqlite3_bind_int64(st, 1, (sqlite3_int64)ev->hlc);
-	sqlite3_bind_blob(st, 2, ev->id.bytes, 32, SQLITE_STATIC);
-	int rc = sqlite3_step(st);
-	sqlite3_reset(st);
-	*exists = rc == SQLITE_ROW;
-	return rc == SQLITE_ROW || rc == SQLITE_DONE ? WEFT_OK : store_sqlite_error(db, rc, "looking up an event");
+	/* Sign-extended: SQLite stores it in 6 bytes. */
+	uint64_t v = codec_get_u64(id) >> (64 - 8 * STORE_IDP_BYTES);
+	uint64_t sign = UINT64_C(1) << (8 * STORE_IDP_BYTES - 1);
+	return (int64_t)(v ^ sign) - (int64_t)sign;
 }
 
-/*
- * A fork: another event at this author's sequence number, or a chain link
- * that disagrees with a stored neighbour. Both events are validly signed,
- * so the author signed two histories: keep both as evidence and flag the
- * author. Sets *prev_derivable when ev's prev is the id of the only stored
- * event at seq - 1 (so the row need not keep it).
+/* ---------------------------------------------------------------- ids
+ *
+ * A row keeps its id's first 6 bytes (idp) but not the id: the id is the
+ * hash of the header, re-derived from the row. The header holds prev, the
+ * id of the author's previous event, which the row keeps either in full
+ * or as link, the distance back to that event's row; every
+ * STORE_PREV_EVERY-th event of a chain keeps it in full, so deriving an
+ * id reads at most that many rows. Ids derived are remembered by row.
  */
-static int chain_check(weft_db *db, const struct weft_event *ev, int64_t author, weft_ingest_status *status,
-                       int *prev_derivable)
+
+static int id_cache_get(weft_db *db, int64_t n, weft_id *out)
 {
-	sqlite3_stmt *st = store_stmt(db, STMT_EVENT_SAME_SEQ);
-	if (!st)
-		return db->err.code;
-	int rc;
-	sqlite3_bind_int64(st, 1, author);
-	sqlite3_bind_int64(st, 2, (sqlite3_int64)ev->seq);
-	int same = 0, before = 0, before_links = 0, after = 0, after_links = 0;
-	weft_id same_id;
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		uint64_t seq = (uint64_t)sqlite3_column_int64(st, 0);
-		const void *id = sqlite3_column_blob(st, 1), *prev = sqlite3_column_blob(st, 2);
-		int id_ok = sqlite3_column_bytes(st, 1) == 32, prev_ok = sqlite3_column_bytes(st, 2) == 32;
-		if (seq == ev->seq) {
-			if (!same && id_ok)
-				memcpy(same_id.bytes, id, 32);
-			same = id_ok ? same + 1 : same;
-		} else if (seq + 1 == ev->seq) {
-			before++;
-			before_links |= id_ok && memcmp(id, ev->prev.bytes, 32) == 0;
-		} else if (seq == ev->seq + 1) {
-			after = 1;
-			/* A NULL prev is the id of the only event at ev->seq, and
-			 * there is none yet: ev cannot be it. */
-			after_links |= prev_ok && memcmp(prev, ev->id.bytes, 32) == 0;
-		}
-	}
-	sqlite3_reset(st);
-	if (rc != SQLITE_DONE)
-		return store_sqlite_error(db, rc, "checking an author's chain");
-	if (same || (before && !before_links) || (after && !after_links)) {
-		*status = WEFT_INGEST_FORK;
-		if (!(st = store_stmt(db, STMT_AUTHOR_FLAG_FORK)))
-			return db->err.code;
-		sqlite3_bind_int64(st, 1, author);
-		rc = sqlite3_step(st);
-		sqlite3_reset(st);
-		if (rc != SQLITE_DONE)
-			return store_sqlite_error(db, rc, "flagging a forked author");
-	}
-	if (same == 1) {
-		/* ev is the second event at its seq: successors of the first
-		 * stop deriving their prev from (author, seq). */
-		if (!(st = store_stmt(db, STMT_PREV_MATERIALIZE)))
-			return db->err.code;
-		sqlite3_bind_int64(st, 1, author);
-		sqlite3_bind_int64(st, 2, (sqlite3_int64)ev->seq + 1);
-		sqlite3_bind_blob(st, 3, same_id.bytes, 32, SQLITE_STATIC);
-		rc = sqlite3_step(st);
-		sqlite3_reset(st);
-		if (rc != SQLITE_DONE)
-			return store_sqlite_error(db, rc, "recording a forked chain");
-	}
-	*prev_derivable = before == 1 && before_links;
-	return WEFT_OK;
+	const struct store_id_slot *s = &db->ids[(uint64_t)n % STORE_ID_CACHE];
+	if (s->n != n)
+		return 0;
+	*out = s->id;
+	return 1;
 }
 
-int store_insert_event(weft_db *db, const struct weft_event *ev, int own_next,
-                       weft_ingest_status *status)
+static void id_cache_put(weft_db *db, int64_t n, const weft_id *id)
 {
-	int rc, exists = 0, prev_derivable = 1;
-	if (!own_next && (rc = event_at_exists(db, ev, &exists)) < 0)
-		return rc;
-	if (exists) {
-		*status = WEFT_INGEST_DUPLICATE;
-		return WEFT_OK;
-	}
-	int64_t author, scope, kind;
-	if ((rc = intern(db, &author, 0, ev->author, 1)) < 0 || (rc = intern(db, &scope, 1, ev->scope, 0)) < 0 ||
-	    (rc = intern(db, &kind, 2, ev->kind, 0)) < 0)
-		return rc;
-	*status = WEFT_INGEST_NEW;
-	if (!own_next) {
-		if (memcmp(ev->author, db->id.pk, 32) == 0)
-			db->own_valid = 0; /* own events may come back from a peer */
-		if ((rc = chain_check(db, ev, author, status, &prev_derivable)) < 0)
-			return rc;
-	}
-
-	sqlite3_stmt *st = store_stmt(db, STMT_EVENT_INSERT);
-	if (!st)
-		return db->err.code;
-	sqlite3_bind_blob(st, 1, ev->id.bytes, 32, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, author);
-	sqlite3_bind_int64(st, 3, (sqlite3_int64)ev->seq);
-	if (ev->seq > 1 && !prev_derivable)
-		sqlite3_bind_blob(st, 4, ev->prev.bytes, 32, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 5, (sqlite3_int64)ev->hlc);
-	sqlite3_bind_int64(st, 6, scope);
-	sqlite3_bind_int64(st, 7, kind);
-	if (ev->idem[0])
-		sqlite3_bind_text(st, 8, ev->idem, -1, SQLITE_STATIC);
-	if (!ev->payload) {
-		/* Erased: what the header needs can no longer be re-derived. */
-		sqlite3_bind_int64(st, 9, ev->payload_len);
-		sqlite3_bind_blob(st, 10, ev->payload_hash, 32, SQLITE_STATIC);
-	}
-	sqlite3_bind_blob(st, 11, ev->sig, 64, SQLITE_STATIC);
-	if (ev->payload && ev->payload_len)
-		sqlite3_bind_blob(st, 12, ev->payload, (int)ev->payload_len, SQLITE_STATIC);
-	else if (ev->payload)
-		sqlite3_bind_zeroblob(st, 12, 0);
-	rc = sqlite3_step(st);
-	sqlite3_reset(st);
-	sqlite3_clear_bindings(st);
-	if (rc != SQLITE_DONE)
-		return store_sqlite_error(db, rc, "storing an event");
-	int64_t n = sqlite3_last_insert_rowid(db->sql);
-	if (ev->hlc > db->hlc_last)
-		db->hlc_last = ev->hlc;
-	/* A new event is stored: (scope, ev->hlc, ev->id) joins the log. */
-	if ((rc = buckets_add(db, scope, ev->hlc, ev->id.bytes)) < 0)
-		return rc;
-	return project_event(db, ev, n, scope);
-}
-
-int store_commit_events(weft_db *db)
-{
-	int rc = project_finish(db);
-	if (rc == 0)
-		rc = buckets_flush(db);
-	if (rc < 0) {
-		store_rollback(db);
-		db->txn_changes = 0;
-		return rc;
-	}
-	uint64_t changes = db->txn_changes;
-	db->txn_changes = 0;
-	if ((rc = store_commit(db)) < 0)
-		return rc;
-	if (changes && db->on_commit)
-		db->on_commit(changes, db->on_commit_payload);
-	return WEFT_OK;
+	struct store_id_slot *s = &db->ids[(uint64_t)n % STORE_ID_CACHE];
+	s->n = n;
+	s->id = *id;
 }
 
 static int blob_col(sqlite3_stmt *st, int col, void *dst, int len)
@@ -439,135 +325,544 @@ static int text_col(sqlite3_stmt *st, int col, char *dst, size_t max, int allow_
 	return 0;
 }
 
-static unsigned read_slot(int64_t author, uint64_t seq)
+void store_erased_put(unsigned char out[STORE_ERASED_BYTES], uint32_t len, const unsigned char hash[32])
 {
-	return (unsigned)(((uint64_t)author * 0x9e3779b97f4a7c15u + seq) % 64);
+	codec_put_u32(out, len);
+	memcpy(out + 4, hash, 32);
 }
 
-/* A NULL prev is the id of the author's only stored event at seq - 1. */
-static int derived_prev(weft_db *db, int64_t author, uint64_t seq, weft_id *out)
+static int row_corrupt(weft_db *db, sqlite3_stmt *st, const char *what)
 {
-	unsigned slot = read_slot(author, seq - 1);
-	if (db->read_ids[slot].author == author && db->read_ids[slot].seq == seq - 1) {
-		*out = db->read_ids[slot].id;
-		return 0;
+	/* Named by the bytes of its id the row keeps, as hex. */
+	uint64_t idp = (uint64_t)sqlite3_column_int64(st, EC_IDP) & ((UINT64_C(1) << (8 * STORE_IDP_BYTES)) - 1);
+	return err_set(&db->err, WEFT_ECORRUPT, "stored event %0*llx… (row %lld) %s: the store was altered; "
+	               "run `weft verify` and restore from a peer",
+	               2 * STORE_IDP_BYTES, (unsigned long long)idp, (long long)sqlite3_column_int64(st, EC_N), what);
+}
+
+/*
+ * The fields of the event at st's row (STORE_EVENT_COLUMNS) but its prev
+ * and id. *pred: 0 when the row keeps prev (or seq is 1), else the row
+ * whose id prev is. *payload points into st's row (NULL: erased).
+ */
+static int row_fields(weft_db *db, sqlite3_stmt *st, struct weft_event *f, const void **payload, int64_t *pred)
+{
+	memset(f, 0, sizeof(*f));
+	*pred = 0;
+	*payload = NULL;
+	f->version = EVENT_FORMAT_VERSION;
+	int bad = blob_col(st, EC_PK, f->author, 32);
+	f->seq = (uint64_t)sqlite3_column_int64(st, EC_SEQ);
+	bad |= f->seq < 1 || f->seq > EVENT_SEQ_MAX;
+	int prev_type = sqlite3_column_type(st, EC_PREV);
+	if (f->seq == 1) {
+		bad |= prev_type != SQLITE_NULL;
+	} else if (prev_type == SQLITE_INTEGER) {
+		int64_t link = sqlite3_column_int64(st, EC_PREV), n = sqlite3_column_int64(st, EC_N);
+		/* A link goes back to an older row, so walking links ends. */
+		bad |= link < 1 || link >= n;
+		*pred = n - link;
+	} else {
+		bad |= prev_type != SQLITE_BLOB || blob_col(st, EC_PREV, f->prev.bytes, 32);
 	}
-	sqlite3_stmt *st = store_stmt(db, STMT_EVENT_ID_AT);
+	f->hlc = (uint64_t)sqlite3_column_int64(st, EC_HLC);
+	bad |= text_col(st, EC_SCOPE, f->scope, WEFT_SCOPE_MAX, 0);
+	bad |= text_col(st, EC_KIND, f->kind, WEFT_KIND_MAX, 0);
+	bad |= text_col(st, EC_IDEM, f->idem, WEFT_IDEM_KEY_MAX, 1);
+	bad |= blob_col(st, EC_SIG, f->sig, 64);
+	if (sqlite3_column_type(st, EC_PAYLOAD) != SQLITE_NULL) {
+		/* Present: its length and hash are re-derived (row_hash_payload). */
+		*payload = sqlite3_column_blob(st, EC_PAYLOAD);
+		if (!*payload)
+			*payload = "";
+		int plen = sqlite3_column_bytes(st, EC_PAYLOAD);
+		bad |= plen < 0 || (unsigned)plen > WEFT_PAYLOAD_HARD_MAX;
+		f->payload_len = (uint32_t)plen;
+	} else {
+		unsigned char erased[STORE_ERASED_BYTES];
+		bad |= blob_col(st, EC_ERASED, erased, STORE_ERASED_BYTES);
+		f->payload_len = codec_get_u32(erased);
+		bad |= f->payload_len > WEFT_PAYLOAD_HARD_MAX;
+		memcpy(f->payload_hash, erased + 4, 32);
+	}
+	return bad ? row_corrupt(db, st, "has a malformed column") : WEFT_OK;
+}
+
+/* Checks the id derived from st's row against the 6 bytes the row keeps. */
+static int row_check_id(weft_db *db, sqlite3_stmt *st, const weft_id *id)
+{
+	if (store_idp(id->bytes) == sqlite3_column_int64(st, EC_IDP))
+		return WEFT_OK;
+	return row_corrupt(db, st, "does not hash to its id");
+}
+
+/*
+ * The id of row n when its prev is known: prev given, or kept in the row.
+ * Else sets *pred to the row prev names and leaves *out alone.
+ */
+static int row_id(weft_db *db, int64_t n, const weft_id *prev, int64_t *pred, weft_id *out)
+{
+	sqlite3_stmt *st = store_stmt(db, STMT_EVENT_ROW);
 	if (!st)
 		return db->err.code;
-	sqlite3_bind_int64(st, 1, author);
-	sqlite3_bind_int64(st, 2, (sqlite3_int64)seq - 1);
-	/* Two would mean an altered store: a wrong one fails the header check. */
+	sqlite3_bind_int64(st, 1, n);
 	int rc = sqlite3_step(st);
-	int bad = rc != SQLITE_ROW || blob_col(st, 0, out->bytes, 32) < 0;
+	if (rc != SQLITE_ROW) {
+		sqlite3_reset(st);
+		return rc == SQLITE_DONE ? err_set(&db->err, WEFT_ECORRUPT, "event row %lld is missing: the store was "
+		                                   "altered; run `weft verify`", (long long)n)
+		                         : store_sqlite_error(db, rc, "reading an event");
+	}
+	struct weft_event f;
+	const void *payload;
+	int64_t p;
+	if ((rc = row_fields(db, st, &f, &payload, &p)) == WEFT_OK) {
+		if (p && !prev) {
+			*pred = p;
+		} else {
+			*pred = 0;
+			if (p)
+				f.prev = *prev;
+			if (payload)
+				crypto_generichash(f.payload_hash, 32, payload, f.payload_len, NULL, 0);
+			codec_event_hash_id(&f);
+			if ((rc = row_check_id(db, st, &f.id)) == WEFT_OK)
+				*out = f.id;
+		}
+	}
 	sqlite3_reset(st);
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-		return store_sqlite_error(db, rc, "reading a chain link");
-	return bad; /* 1: malformed */
+	return rc;
+}
+
+int store_event_id(weft_db *db, int64_t n, weft_id *out)
+{
+	if (id_cache_get(db, n, out))
+		return WEFT_OK;
+	/* Down the links to a row whose prev is known, then back up. */
+	int64_t path[STORE_PREV_EVERY + 1], cur = n, pred = 0;
+	size_t depth = 0;
+	weft_id prev;
+	int rc;
+	for (;;) {
+		if ((rc = row_id(db, cur, NULL, &pred, &prev)) < 0)
+			return rc;
+		if (!pred) {
+			id_cache_put(db, cur, &prev);
+			break;
+		}
+		if (depth == sizeof(path) / sizeof(path[0]))
+			return err_set(&db->err, WEFT_ECORRUPT, "event row %lld is more than %d links from a stored prev: "
+			               "the store was altered; run `weft verify`", (long long)n, STORE_PREV_EVERY);
+		path[depth++] = cur;
+		if (id_cache_get(db, pred, &prev))
+			break;
+		cur = pred;
+	}
+	while (depth) {
+		cur = path[--depth];
+		if ((rc = row_id(db, cur, &prev, &pred, &prev)) < 0)
+			return rc;
+		id_cache_put(db, cur, &prev);
+	}
+	*out = prev;
+	return WEFT_OK;
 }
 
 int store_row_event(struct weft_event **out, weft_db *db, sqlite3_stmt *st)
 {
-	struct weft_event f;
-	memset(&f, 0, sizeof(f));
 	*out = NULL;
-	f.version = EVENT_FORMAT_VERSION;
-	int bad = blob_col(st, 0, f.id.bytes, 32) || blob_col(st, 1, f.author, 32);
-	f.seq = (uint64_t)sqlite3_column_int64(st, 2);
-	int64_t author = sqlite3_column_int64(st, 12);
-	if (f.seq > 1 && sqlite3_column_type(st, 3) != SQLITE_NULL) {
-		bad |= blob_col(st, 3, f.prev.bytes, 32);
-	} else if (f.seq > 1 && !bad) {
-		int rc = derived_prev(db, author, f.seq, &f.prev);
-		if (rc < 0)
-			return rc;
-		bad |= rc;
-	}
-	f.hlc = (uint64_t)sqlite3_column_int64(st, 4);
-	bad |= text_col(st, 5, f.scope, WEFT_SCOPE_MAX, 0);
-	bad |= text_col(st, 6, f.kind, WEFT_KIND_MAX, 0);
-	bad |= text_col(st, 7, f.idem, WEFT_IDEM_KEY_MAX, 1);
-	bad |= blob_col(st, 10, f.sig, 64);
-	const void *payload = NULL;
-	if (sqlite3_column_type(st, 11) != SQLITE_NULL) {
-		/* Present: its length and hash are re-derived. */
-		payload = sqlite3_column_blob(st, 11);
-		if (!payload)
-			payload = "";
-		int plen = sqlite3_column_bytes(st, 11);
-		bad |= plen < 0 || (unsigned)plen > WEFT_PAYLOAD_HARD_MAX;
-		f.payload_len = (uint32_t)plen;
+	struct weft_event f;
+	const void *payload;
+	int64_t pred;
+	int rc = row_fields(db, st, &f, &payload, &pred);
+	if (rc == WEFT_OK && pred)
+		rc = store_event_id(db, pred, &f.prev);
+	if (rc < 0)
+		return rc;
+	if (payload)
 		crypto_generichash(f.payload_hash, 32, payload, f.payload_len, NULL, 0);
-	} else {
-		sqlite3_int64 plen = sqlite3_column_int64(st, 8);
-		bad |= sqlite3_column_type(st, 8) != SQLITE_INTEGER || plen < 0 || plen > WEFT_PAYLOAD_HARD_MAX;
-		f.payload_len = (uint32_t)plen;
-		bad |= blob_col(st, 9, f.payload_hash, 32);
+	if ((rc = codec_event_layout(out, &f, payload, &db->err)) < 0)
+		return rc;
+	if ((rc = row_check_id(db, st, &(*out)->id)) < 0) {
+		codec_event_free(*out);
+		*out = NULL;
+		return rc;
 	}
-	if (bad) {
-		char h[16];
-		return err_set(&db->err, WEFT_ECORRUPT, "stored event %s has a malformed column: the store was altered; "
-		               "run `weft verify` and restore from a peer", err_short_hex(h, f.id.bytes));
-	}
-	int rc = codec_event_assemble(out, &f, payload, &db->err);
-	if (rc == WEFT_OK) {
-		/* Checked against its header: the next event's prev, if derived. */
-		unsigned slot = read_slot(author, f.seq);
-		db->read_ids[slot].author = author;
-		db->read_ids[slot].seq = f.seq;
-		db->read_ids[slot].id = f.id;
-	}
-	return rc;
+	id_cache_put(db, sqlite3_column_int64(st, EC_N), &(*out)->id);
+	return WEFT_OK;
 }
 
-/* Column 13 of STMT_EVENT_GET and STMT_EVENT_AFTER: the row's n. */
-#define EVENT_COL_N 13
-
-static int read_row(struct weft_event **out, weft_db *db, sqlite3_stmt *st, store_read_hint *hint)
+/*
+ * Finds the stored event with this id: its row, author and seq (*n = 0
+ * when it is not stored). With hlc > 0, only among events of that stamp.
+ * A damaged row among the candidates is passed over: a good copy of the
+ * event may be stored again (weft_db_verify reports the damage).
+ */
+static int find_event(weft_db *db, const unsigned char id[32], int64_t hlc, int64_t *n, int64_t *author, uint64_t *seq)
 {
-	int rc = store_row_event(out, db, st);
-	if (rc == WEFT_OK && hint) {
-		hint->valid = 1;
-		hint->hlc = sqlite3_column_int64(st, 4);
-		hint->n = sqlite3_column_int64(st, EVENT_COL_N);
-	}
-	return rc;
-}
-
-/* 1 and the event if it is one of the rows after the hint, 0 if not. */
-static int read_after(struct weft_event **out, weft_db *db, const unsigned char id[32], store_read_hint *hint)
-{
-	sqlite3_stmt *st = store_stmt(db, STMT_EVENT_AFTER);
+	sqlite3_stmt *st = store_stmt(db, hlc ? STMT_EVENT_AT_IDP : STMT_EVENT_BY_IDP);
 	if (!st)
 		return db->err.code;
-	sqlite3_bind_int64(st, 1, hint->hlc);
-	sqlite3_bind_int64(st, 2, hint->n);
+	*n = 0;
+	sqlite3_bind_int64(st, 1, store_idp(id));
+	if (hlc)
+		sqlite3_bind_int64(st, 2, hlc);
 	int rc;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		const void *rid = sqlite3_column_blob(st, 0);
-		if (rid && sqlite3_column_bytes(st, 0) == 32 && memcmp(rid, id, 32) == 0)
+		weft_id got;
+		int64_t cand = sqlite3_column_int64(st, 0);
+		int drc = store_event_id(db, cand, &got);
+		if (drc == WEFT_ECORRUPT)
+			continue;
+		if (drc < 0) {
+			sqlite3_reset(st);
+			return drc;
+		}
+		if (memcmp(got.bytes, id, 32) == 0) {
+			*n = cand;
+			*author = sqlite3_column_int64(st, 1);
+			*seq = (uint64_t)sqlite3_column_int64(st, 2);
 			break;
-	}
-	if (rc == SQLITE_ROW) {
-		if ((rc = read_row(out, db, st, hint)) == WEFT_OK)
-			rc = 1;
-	} else if (rc == SQLITE_DONE) {
-		rc = 0;
-	} else {
-		rc = store_sqlite_error(db, rc, "reading an event");
+		}
 	}
 	sqlite3_reset(st);
-	return rc;
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? WEFT_OK : store_sqlite_error(db, rc, "looking up an event");
+}
+
+/* ------------------------------------------------------------- chains
+ *
+ * Which sequence numbers of an author are stored: runs [lo, hi] in
+ * weft_chain (hi_n: the row of the event at hi). While an author has no
+ * fork, each stored number is one event. Once it has, all its events are
+ * also listed by (seq, n) in weft_fork.
+ */
+
+typedef struct chain_near {
+	int held, held_prev, held_next; /* seq, seq - 1, seq + 1 are stored */
+	int64_t left_lo;                /* the run ending at seq - 1, or 0 */
+	int64_t right_lo, right_hi, right_n; /* the run starting at seq + 1 (right_lo 0: none) */
+} chain_near;
+
+static int chain_runs(weft_db *db, int64_t author, uint64_t seq, chain_near *c)
+{
+	memset(c, 0, sizeof(*c));
+	sqlite3_stmt *st = store_stmt(db, STMT_RUNS);
+	if (!st)
+		return db->err.code;
+	sqlite3_bind_int64(st, 1, author);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)seq + 1);
+	int rc, k = 0;
+	int64_t s = (int64_t)seq;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		int64_t lo = sqlite3_column_int64(st, 0), hi = sqlite3_column_int64(st, 1);
+		if (k++ == 0 && lo == s + 1) {
+			c->held_next = 1;
+			c->right_lo = lo;
+			c->right_hi = hi;
+			c->right_n = sqlite3_column_int64(st, 2);
+			continue;
+		}
+		if (hi >= s) {
+			c->held = 1;
+			c->held_prev = lo <= s - 1;
+			c->held_next |= hi >= s + 1;
+		} else if (hi == s - 1) {
+			c->held_prev = 1;
+			c->left_lo = lo;
+		}
+		break;
+	}
+	sqlite3_reset(st);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? WEFT_OK : store_sqlite_error(db, rc, "reading an author's chain");
+}
+
+static int run_write(weft_db *db, enum store_stmt which, int64_t author, int64_t lo, int64_t hi, int64_t hi_n)
+{
+	sqlite3_stmt *st = store_stmt(db, which);
+	if (!st)
+		return db->err.code;
+	sqlite3_bind_int64(st, 1, author);
+	sqlite3_bind_int64(st, 2, lo);
+	if (which == STMT_RUN_SET) {
+		sqlite3_bind_int64(st, 3, hi);
+		sqlite3_bind_int64(st, 4, hi_n);
+	}
+	int rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE ? WEFT_OK : store_sqlite_error(db, rc, "recording an author's chain");
+}
+
+/* Records seq (stored as row n) in the author's runs; c from chain_runs. */
+static int chain_add(weft_db *db, int64_t author, uint64_t seq, int64_t n, const chain_near *c)
+{
+	if (c->held)
+		return WEFT_OK;
+	int64_t s = (int64_t)seq;
+	int rc = WEFT_OK;
+	if (c->right_lo && (rc = run_write(db, STMT_RUN_DEL, author, c->right_lo, 0, 0)) < 0)
+		return rc;
+	int64_t lo = c->left_lo ? c->left_lo : s;
+	return c->right_lo ? run_write(db, STMT_RUN_SET, author, lo, c->right_hi, c->right_n)
+	                   : run_write(db, STMT_RUN_SET, author, lo, s, n);
+}
+
+/* For an author with a fork: what weft_fork lists around seq. */
+static int chain_forked(weft_db *db, int64_t author, const struct weft_event *ev, chain_near *c, int *next_links)
+{
+	sqlite3_stmt *st = store_stmt(db, STMT_FORK_NEAR);
+	if (!st)
+		return db->err.code;
+	sqlite3_bind_int64(st, 1, author);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)ev->seq);
+	int rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		uint64_t seq = (uint64_t)sqlite3_column_int64(st, 0);
+		if (seq == ev->seq) {
+			c->held = 1;
+		} else if (seq + 1 == ev->seq) {
+			c->held_prev = 1;
+		} else {
+			/* A successor of ev stored before it keeps prev in full. */
+			c->held_next = 1;
+			*next_links |= sqlite3_column_type(st, 1) == SQLITE_BLOB && sqlite3_column_bytes(st, 1) == 32 &&
+			               memcmp(sqlite3_column_blob(st, 1), ev->id.bytes, 32) == 0;
+		}
+	}
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE ? WEFT_OK : store_sqlite_error(db, rc, "checking an author's chain");
+}
+
+/* Whether the author's event at seq, stored before ev, names ev as prev
+ * (it then keeps prev in full: ev was not there to link to). */
+static int successor_links(weft_db *db, int64_t author, const struct weft_event *ev, int *links)
+{
+	sqlite3_stmt *st = store_stmt(db, STMT_WAITING);
+	if (!st)
+		return db->err.code;
+	sqlite3_bind_int64(st, 1, author);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)ev->seq + 1);
+	int rc;
+	*links = 0;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		*links |= sqlite3_column_bytes(st, 0) == 32 && memcmp(sqlite3_column_blob(st, 0), ev->id.bytes, 32) == 0;
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE ? WEFT_OK : store_sqlite_error(db, rc, "checking an author's chain");
+}
+
+static int author_stmt(weft_db *db, enum store_stmt which, int64_t author, int64_t seq, int64_t n, const char *doing)
+{
+	sqlite3_stmt *st = store_stmt(db, which);
+	if (!st)
+		return db->err.code;
+	sqlite3_bind_int64(st, 1, author);
+	if (which == STMT_FORK_ADD) {
+		sqlite3_bind_int64(st, 2, seq);
+		sqlite3_bind_int64(st, 3, n);
+	}
+	int rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE ? WEFT_OK : store_sqlite_error(db, rc, doing);
+}
+
+static int author_forked(weft_db *db, int64_t author, int *forked)
+{
+	sqlite3_stmt *st = store_stmt(db, STMT_AUTHOR_FORKED);
+	if (!st)
+		return db->err.code;
+	sqlite3_bind_int64(st, 1, author);
+	int rc = sqlite3_step(st);
+	*forked = rc == SQLITE_ROW && sqlite3_column_int(st, 0);
+	sqlite3_reset(st);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? WEFT_OK : store_sqlite_error(db, rc, "reading an author");
+}
+
+static int next_row(weft_db *db, int64_t *n)
+{
+	if (!db->n_valid) {
+		sqlite3_stmt *st = store_stmt(db, STMT_NEXT_N);
+		if (!st)
+			return db->err.code;
+		int rc = sqlite3_step(st);
+		db->n_next = sqlite3_column_int64(st, 0);
+		sqlite3_reset(st);
+		if (rc != SQLITE_ROW)
+			return store_sqlite_error(db, rc, "numbering an event");
+		db->n_valid = 1;
+	}
+	*n = db->n_next;
+	return WEFT_OK;
+}
+
+/*
+ * A fork: another event at this author's sequence number, or a chain link
+ * that disagrees with a stored neighbour. Both events are validly signed,
+ * so the author signed two histories: keep both as evidence and flag the
+ * author (from then on its events are also listed in weft_fork).
+ */
+int store_insert_event(weft_db *db, const struct weft_event *ev, int own_next,
+                       weft_ingest_status *status)
+{
+	int rc, forked = 0, next_links = 0;
+	int64_t n, pred = 0, pauthor = 0, author, scope, kind;
+	uint64_t pseq = 0;
+	if (!own_next && (rc = find_event(db, ev->id.bytes, (int64_t)ev->hlc, &n, &pauthor, &pseq)) < 0)
+		return rc;
+	if (!own_next && n) {
+		*status = WEFT_INGEST_DUPLICATE;
+		return WEFT_OK;
+	}
+	if ((rc = intern(db, &author, 0, ev->author, 1)) < 0 || (rc = intern(db, &scope, 1, ev->scope, 0)) < 0 ||
+	    (rc = intern(db, &kind, 2, ev->kind, 0)) < 0 || (rc = next_row(db, &n)) < 0)
+		return rc;
+	*status = WEFT_INGEST_NEW;
+	chain_near c;
+	if (own_next) {
+		pred = ev->seq > 1 ? db->own_n : 0;
+		if ((rc = chain_runs(db, author, ev->seq, &c)) < 0)
+			return rc;
+	} else {
+		if (memcmp(ev->author, db->id.pk, 32) == 0)
+			db->own_valid = 0; /* own events may come back from a peer */
+		if (ev->seq > 1 && (rc = find_event(db, ev->prev.bytes, 0, &pred, &pauthor, &pseq)) < 0)
+			return rc;
+		if (pred && (pauthor != author || pseq + 1 != ev->seq))
+			pred = 0; /* names an event that is not the author's previous one */
+		if ((rc = author_forked(db, author, &forked)) < 0 || (rc = chain_runs(db, author, ev->seq, &c)) < 0)
+			return rc;
+		if (forked) {
+			chain_near f = c;
+			f.held = f.held_prev = f.held_next = 0;
+			if ((rc = chain_forked(db, author, ev, &f, &next_links)) < 0)
+				return rc;
+			c.held = f.held, c.held_prev = f.held_prev, c.held_next = f.held_next;
+		} else if (c.held_next && (rc = successor_links(db, author, ev, &next_links)) < 0) {
+			return rc;
+		}
+		if (c.held || (c.held_prev && !pred) || (c.held_next && !next_links))
+			*status = WEFT_INGEST_FORK;
+	}
+
+	sqlite3_stmt *st = store_stmt(db, STMT_EVENT_INSERT);
+	if (!st)
+		return db->err.code;
+	sqlite3_bind_int64(st, 1, n);
+	sqlite3_bind_int64(st, 2, store_idp(ev->id.bytes));
+	sqlite3_bind_int64(st, 3, author);
+	sqlite3_bind_int64(st, 4, (sqlite3_int64)ev->seq);
+	if (pred && ev->seq % STORE_PREV_EVERY != 0)
+		sqlite3_bind_int64(st, 5, n - pred);
+	else if (ev->seq > 1)
+		sqlite3_bind_blob(st, 5, ev->prev.bytes, 32, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 6, (sqlite3_int64)ev->hlc);
+	sqlite3_bind_int64(st, 7, scope);
+	sqlite3_bind_int64(st, 8, kind);
+	if (ev->idem[0])
+		sqlite3_bind_text(st, 9, ev->idem, -1, SQLITE_STATIC);
+	unsigned char erased[STORE_ERASED_BYTES];
+	if (!ev->payload) {
+		/* Erased: what the header needs can no longer be re-derived. */
+		store_erased_put(erased, ev->payload_len, ev->payload_hash);
+		sqlite3_bind_blob(st, 10, erased, sizeof(erased), SQLITE_STATIC);
+	}
+	sqlite3_bind_blob(st, 11, ev->sig, 64, SQLITE_STATIC);
+	if (ev->payload && ev->payload_len)
+		sqlite3_bind_blob(st, 12, ev->payload, (int)ev->payload_len, SQLITE_STATIC);
+	else if (ev->payload)
+		sqlite3_bind_zeroblob(st, 12, 0);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	if (rc != SQLITE_DONE)
+		return store_sqlite_error(db, rc, "storing an event");
+	db->n_next = n + 1;
+	id_cache_put(db, n, &ev->id);
+	if (own_next)
+		db->own_n = n;
+	if ((rc = chain_add(db, author, ev->seq, n, &c)) < 0)
+		return rc;
+	if (forked)
+		rc = author_stmt(db, STMT_FORK_ADD, author, (int64_t)ev->seq, n, "recording a forked chain");
+	else if (*status == WEFT_INGEST_FORK && (rc = author_stmt(db, STMT_AUTHOR_FLAG_FORK, author, 0, 0,
+	                                                          "flagging a forked author")) == WEFT_OK)
+		rc = author_stmt(db, STMT_FORK_FILL, author, 0, 0, "recording a forked chain");
+	if (rc < 0)
+		return rc;
+	if (ev->hlc > db->hlc_last)
+		db->hlc_last = ev->hlc;
+	/* A new event is stored: (scope, ev->hlc, ev->id) joins the log. */
+	if ((rc = buckets_add(db, scope, ev->hlc, ev->id.bytes)) < 0)
+		return rc;
+	return project_event(db, ev, n, scope);
+}
+
+int store_commit_events(weft_db *db)
+{
+	int rc = project_finish(db);
+	if (rc == 0)
+		rc = buckets_flush(db);
+	if (rc < 0) {
+		store_rollback(db);
+		db->txn_changes = 0;
+		return rc;
+	}
+	uint64_t changes = db->txn_changes;
+	db->txn_changes = 0;
+	if ((rc = store_commit(db)) < 0)
+		return rc;
+	if (changes && db->on_commit)
+		db->on_commit(changes, db->on_commit_payload);
+	return WEFT_OK;
+}
+
+/*
+ * Steps st (rows of STORE_EVENT_COLUMNS) to the event with this id: 1 and
+ * the event (the hint moved to it), 0 if none of the rows is it, and
+ * WEFT_ECORRUPT if none is but a damaged one (it may have been).
+ */
+static int take_match(struct weft_event **out, weft_db *db, sqlite3_stmt *st, const unsigned char id[32],
+                      store_read_hint *hint)
+{
+	int64_t idp = store_idp(id);
+	int rc, damaged = 0;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (sqlite3_column_int64(st, EC_IDP) != idp)
+			continue;
+		if ((rc = store_row_event(out, db, st)) == WEFT_ECORRUPT) {
+			damaged = 1;
+			continue;
+		}
+		if (rc < 0)
+			return rc;
+		if (memcmp((*out)->id.bytes, id, 32) == 0) {
+			if (hint) {
+				hint->valid = 1;
+				hint->hlc = sqlite3_column_int64(st, EC_HLC);
+				hint->n = sqlite3_column_int64(st, EC_N);
+			}
+			return 1;
+		}
+		codec_event_free(*out); /* the same 6 bytes, another event */
+		*out = NULL;
+	}
+	if (rc != SQLITE_DONE)
+		return store_sqlite_error(db, rc, "reading an event");
+	return damaged ? WEFT_ECORRUPT : 0;
 }
 
 int store_get_event(struct weft_event **out, weft_db *db, const unsigned char id[32], store_read_hint *hint)
 {
 	*out = NULL;
 	int rc = 0;
+	sqlite3_stmt *st;
 	if (hint && hint->valid && hint->skip) {
 		hint->skip--;
 	} else if (hint && hint->valid) {
-		rc = read_after(out, db, id, hint);
+		if (!(st = store_stmt(db, STMT_EVENT_AFTER)))
+			return db->err.code;
+		sqlite3_bind_int64(st, 1, hint->hlc);
+		sqlite3_bind_int64(st, 2, hint->n);
+		rc = take_match(out, db, st, id, hint);
+		sqlite3_reset(st);
 		if (rc) {
 			hint->misses = 0;
 		} else if (++hint->misses >= 2) {
@@ -575,34 +870,20 @@ int store_get_event(struct weft_event **out, weft_db *db, const unsigned char id
 			hint->skip = STORE_READ_SKIP;
 		}
 	}
-	if (rc != 0) {
-		if (rc < 0 && *out) {
-			codec_event_free(*out);
-			*out = NULL;
-		}
-		return rc < 0 ? rc : WEFT_OK;
+	if (rc == 0) {
+		if (!(st = store_stmt(db, STMT_EVENT_GET)))
+			return db->err.code;
+		sqlite3_bind_int64(st, 1, store_idp(id));
+		rc = take_match(out, db, st, id, hint);
+		sqlite3_reset(st);
 	}
-	sqlite3_stmt *st = store_stmt(db, STMT_EVENT_GET);
-	if (!st)
-		return db->err.code;
-	sqlite3_bind_blob(st, 1, id, 32, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
-		rc = read_row(out, db, st, hint);
-	} else if (rc == SQLITE_DONE) {
+	if (rc == 0) {
 		char h[65];
 		weft_id wid;
 		memcpy(wid.bytes, id, 32);
-		rc = err_set(&db->err, WEFT_ENOTFOUND, "event %s is not in this store", weft_id_to_hex(h, &wid));
-	} else {
-		rc = store_sqlite_error(db, rc, "reading an event");
+		return err_set(&db->err, WEFT_ENOTFOUND, "event %s is not in this store", weft_id_to_hex(h, &wid));
 	}
-	sqlite3_reset(st);
-	if (rc < 0 && *out) {
-		codec_event_free(*out);
-		*out = NULL;
-	}
-	return rc;
+	return rc < 0 ? rc : WEFT_OK;
 }
 
 typedef struct scan_item {
@@ -658,9 +939,9 @@ int store_scan_items(weft_db *db, const char *const *scopes, size_t n, uint64_t 
 	/* Scopes as a JSON array keep one statement for any number of them.
 	 * The time index orders by hlc alone: ties are ordered here. */
 	const char *sql = scopes
-		? "SELECT e.hlc, e.id FROM weft_event e WHERE e.hlc >= ?2 AND e.hlc <= ?3 AND e.scope IN "
+		? "SELECT e.hlc, e.n FROM weft_event e WHERE e.hlc >= ?2 AND e.hlc <= ?3 AND e.scope IN "
 		  "(SELECT ref FROM weft_scope WHERE name IN (SELECT value FROM json_each(?1))) ORDER BY e.hlc"
-		: "SELECT hlc, id FROM weft_event WHERE hlc >= ?2 AND hlc <= ?3 ORDER BY hlc";
+		: "SELECT hlc, n FROM weft_event WHERE hlc >= ?2 AND hlc <= ?3 ORDER BY hlc";
 	int rc = sqlite3_prepare_v2(db->sql, sql, -1, &st, NULL);
 	if (rc != SQLITE_OK)
 		return store_sqlite_error(db, rc, "listing events to reconcile");
@@ -694,14 +975,12 @@ int store_scan_items(weft_db *db, const char *const *scopes, size_t n, uint64_t 
 	int out = WEFT_OK;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		uint64_t hlc = (uint64_t)sqlite3_column_int64(st, 0);
-		const void *id = sqlite3_column_blob(st, 1);
-		if (sqlite3_column_bytes(st, 1) != 32 || !id) {
-			out = err_set(&db->err, WEFT_ECORRUPT, "a stored event id is malformed; run `weft verify`");
+		weft_id id;
+		if ((out = store_event_id(db, sqlite3_column_int64(st, 1), &id)) < 0)
 			break;
-		}
 		if (t.n && t.v[0].hlc != hlc && (out = ties_flush(&t, cb, payload)) != 0)
 			break;
-		if (ties_push(&t, hlc, id) < 0) {
+		if (ties_push(&t, hlc, id.bytes) < 0) {
 			out = err_set(&db->err, WEFT_ENOMEM, "out of memory listing events");
 			break;
 		}
@@ -719,15 +998,10 @@ int store_scan_items(weft_db *db, const char *const *scopes, size_t n, uint64_t 
 
 int store_has_event(weft_db *db, const unsigned char id[32])
 {
-	sqlite3_stmt *st = store_stmt(db, STMT_EVENT_BY_ID_EXISTS);
-	if (!st)
-		return db->err.code;
-	sqlite3_bind_blob(st, 1, id, 32, SQLITE_STATIC);
-	int rc = sqlite3_step(st);
-	sqlite3_reset(st);
-	if (rc == SQLITE_ROW)
-		return 1;
-	return rc == SQLITE_DONE ? 0 : store_sqlite_error(db, rc, "looking up an event");
+	int64_t n, author;
+	uint64_t seq;
+	int rc = find_event(db, id, 0, &n, &author, &seq);
+	return rc < 0 ? rc : n != 0;
 }
 
 int store_list_scopes(weft_db *db, char ***out, size_t *n, size_t max)

@@ -12,10 +12,19 @@
 #include "core/identity.h"
 #include "weft.h"
 
-/* 2: events by id prefix, interned kinds, per-row merge state, buckets.
- * Schema 1 was never released (development builds before 0.1). */
-#define STORE_SCHEMA_VERSION 2
+/* 3: ids re-derived (only their first 6 bytes kept), chains as runs.
+ * 2: events by id prefix, interned kinds, per-row merge state, buckets
+ * (migrated on open). Schema 1 was never released (development builds
+ * before 0.1). */
+#define STORE_SCHEMA_VERSION 3
+/* Every STORE_PREV_EVERY-th event of a chain keeps its prev in full, so
+ * re-deriving an id reads at most that many rows. */
+#define STORE_PREV_EVERY 32
+/* Ids re-derived, remembered by row number. */
+#define STORE_ID_CACHE 256
 #define STORE_APPLICATION_ID 0x77656674 /* "weft" */
+#define STORE_STR_(x) #x
+#define STORE_STR(x) STORE_STR_(x)
 
 enum store_stmt {
 	STMT_AUTHOR_REF,
@@ -25,11 +34,19 @@ enum store_stmt {
 	STMT_SCOPE_INSERT,
 	STMT_KIND_REF,
 	STMT_KIND_INSERT,
-	STMT_EVENT_BY_ID_EXISTS,
-	STMT_EVENT_AT_EXISTS,
-	STMT_PREV_MATERIALIZE,
-	STMT_EVENT_ID_AT,
-	STMT_EVENT_SAME_SEQ,
+	STMT_AUTHOR_FORKED,
+	STMT_EVENT_BY_IDP,
+	STMT_EVENT_AT_IDP,
+	STMT_EVENT_ROW,
+	STMT_NEXT_N,
+	STMT_RUNS,
+	STMT_RUN_SET,
+	STMT_RUN_DEL,
+	STMT_WAITING,
+	STMT_FORK_NEAR,
+	STMT_FORK_ADD,
+	STMT_FORK_FILL,
+	STMT_FORK_AT,
 	STMT_EVENT_INSERT,
 	STMT_EVENT_GET,
 	STMT_EVENT_AFTER,
@@ -85,15 +102,18 @@ struct weft_db {
 	uint64_t hlc_last;
 	store_ref_cache refs[3][STORE_REF_CACHE]; /* authors, scopes, kinds */
 	unsigned refs_next[3];
-	/* Ids of events recently read, by (author ref, seq): the prev of the
-	 * author's next event when it is not stored (store_row_event). */
-	struct {
-		int64_t author; /* 0: empty */
-		uint64_t seq;
+	/* Ids derived or stored recently, by row (store_event_id); a row
+	 * number may be reused after a rollback, which clears them. */
+	struct store_id_slot {
+		int64_t n; /* 0: empty */
 		weft_id id;
-	} read_ids[64];
+	} ids[STORE_ID_CACHE];
+	/* The next event's row number, read once per write transaction. */
+	int n_valid;
+	int64_t n_next;
 	uint64_t own_seq;
 	weft_id own_id;
+	int64_t own_n; /* the head's row */
 	int own_forked; /* this device's chain has a fork (with own_valid) */
 	/* The reconciliation watermark, read once per write transaction
 	 * (core/buckets.c); store_begin, store_commit and store_rollback
@@ -177,23 +197,34 @@ int store_list_scopes(weft_db *db, char ***out, size_t *n, size_t max);
 /* 1 if the event is stored, 0 if not, negative on error. */
 int store_has_event(weft_db *db, const unsigned char id[32]);
 /*
- * Event rows (core/db.c schema_v1). An event is found by id through an
- * index on its first 8 bytes (STORE_ID_PREFIX, then the full id compared);
- * kind is interned like scope; prev is NULL when it is the id of the
- * author's only stored event at seq - 1; payload_len and payload_hash are
- * NULL while the payload is present (re-derived on read).
+ * Event rows (core/db.c, docs/FORMAT.md section 5). A row keeps its id's
+ * first 6 bytes (idp, big-endian, sign-extended) and not the id, which is
+ * the hash of its header; prev is a blob (the id in full) or an integer
+ * (the link: the distance back to the row of the event it names; every
+ * STORE_PREV_EVERY-th event of a chain keeps the id). kind is interned
+ * like scope; erased is NULL while the payload is present (its length and
+ * hash are re-derived on read), then STORE_ERASED_BYTES: length, hash.
  */
-#define STORE_ID_PREFIX(x) "substr(" x ", 1, 8)"
-/* A condition on weft_event e: the event whose id is the blob parameter p. */
-#define STORE_EVENT_ID_IS(p) STORE_ID_PREFIX("e.id") " = " STORE_ID_PREFIX(p) " AND e.id = " p
+#define STORE_ERASED_BYTES 36
+void store_erased_put(unsigned char out[STORE_ERASED_BYTES], uint32_t len, const unsigned char hash[32]);
+/* The id's first STORE_IDP_BYTES bytes as stored in weft_event.idp (a
+ * signed integer that SQLite stores in as many bytes). */
+#define STORE_IDP_BYTES 6
+int64_t store_idp(const unsigned char id[32]);
+/* The id of the event at row n, re-derived and checked against its idp
+ * (WEFT_ECORRUPT if not); also the SQL function weft_id(n). */
+int store_event_id(weft_db *db, int64_t n, weft_id *out);
 /* A condition on weft_event e: its kind is the string literal k. */
 #define STORE_EVENT_KIND_IS(k) "e.kind = (SELECT ref FROM weft_kind WHERE name = '" k "')"
 /* Reads the event at the current row of a statement whose columns are
- * STORE_EVENT_COLUMNS (from STORE_EVENT_FROM), re-deriving and checking
- * its encoding. */
+ * STORE_EVENT_COLUMNS (from STORE_EVENT_FROM), re-deriving its id and
+ * encoding and checking the id against the row's idp. */
 #define STORE_EVENT_COLUMNS                                                  \
-	"e.id, a.pk, e.seq, e.prev, e.hlc, s.name, k.name, e.idem, "          \
-	"e.payload_len, e.payload_hash, e.sig, e.payload, e.author"
+	"e.idp, a.pk, e.seq, e.prev, e.hlc, s.name, k.name, e.idem, "         \
+	"e.erased, e.sig, e.payload, e.author, e.n"
+/* Their indexes. */
+enum { EC_IDP, EC_PK, EC_SEQ, EC_PREV, EC_HLC, EC_SCOPE, EC_KIND, EC_IDEM, EC_ERASED, EC_SIG, EC_PAYLOAD, EC_AUTHOR,
+       EC_N };
 #define STORE_EVENT_FROM                                                     \
 	" FROM weft_event e LEFT JOIN weft_author a ON a.ref = e.author "     \
 	"LEFT JOIN weft_scope s ON s.ref = e.scope "                          \

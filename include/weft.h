@@ -331,11 +331,15 @@ WEFT_EXTERN int weft_db_heads(weft_db *db, weft_head_cb cb, void *payload);
 
 typedef struct weft_verify_report {
 	uint64_t checked;     /* events checked */
-	uint64_t bad;         /* events whose id, signature or payload is wrong */
+	uint64_t bad;         /* events whose id, signature or payload is wrong, or whose id can no
+	                         longer be re-derived (the store keeps only an id's first 6 bytes and
+	                         re-derives the rest from the event and the one before it, so a damaged
+	                         event also makes up to 31 of its author's next events unreadable) */
 	uint64_t broken_links;/* validly signed events whose prev disagrees with the author's stored
 	                         previous event: fork evidence (not damage), kept */
 	uint64_t forks;       /* (author, seq) pairs holding more than one event */
-	weft_id first_bad;    /* the first bad event, if bad > 0 */
+	weft_id first_bad;    /* the first bad event, if bad > 0: its id, or when it no longer hashes
+	                         to one, the 6 bytes the store keeps followed by zeros */
 } weft_verify_report;
 
 /* Progress: done of total events; return non-zero to stop (WEFT_EUSER). */
