@@ -23,8 +23,9 @@ static const char *const stmt_sql[STMT__COUNT] = {
 	[STMT_AUTHOR_FORKED] = "SELECT forked FROM weft_author WHERE ref = ?1",
 	/* Candidates by the id's first 6 bytes; the whole id is derived. */
 	[STMT_EVENT_BY_IDP] = "SELECT n, author, seq FROM weft_event WHERE idp = ?1",
-	/* Through the time index: a new event's stamp is near the end of it. */
-	[STMT_EVENT_AT_IDP] = "SELECT n, author, seq FROM weft_event WHERE hlc = ?2 AND idp = ?1",
+	/* Through the time index (+idp: not the id index): a new event's stamp
+	 * is near the end of it, its id anywhere in the other. */
+	[STMT_EVENT_AT_IDP] = "SELECT n, author, seq FROM weft_event WHERE hlc = ?2 AND +idp = ?1",
 	[STMT_EVENT_ROW] = "SELECT " STORE_EVENT_COLUMNS STORE_EVENT_FROM "WHERE e.n = ?1",
 	[STMT_NEXT_N] = "SELECT coalesce(max(n), 0) + 1 FROM weft_event",
 	[STMT_RUNS] = "SELECT lo, hi, hi_n FROM weft_chain WHERE author = ?1 AND lo <= ?2 ORDER BY lo DESC LIMIT 2",
@@ -178,6 +179,7 @@ void store_rollback(weft_db *db)
 	db->nbpend = 0;
 	memset(db->refs, 0, sizeof(db->refs));
 	memset(db->ids, 0, sizeof(db->ids));
+	memset(db->recent, 0, sizeof(db->recent));
 	db->n_valid = 0;
 	if (!sqlite3_get_autocommit(db->sql))
 		sqlite3_exec(db->sql, "ROLLBACK", NULL, NULL, NULL);
@@ -703,9 +705,12 @@ int store_insert_event(weft_db *db, const struct weft_event *ev, int own_next,
                        weft_ingest_status *status)
 {
 	int rc, forked = 0, next_links = 0;
-	int64_t n, pred = 0, pauthor = 0, author, scope, kind;
+	int64_t n = 0, pred = 0, pauthor = 0, author, scope, kind;
 	uint64_t pseq = 0;
-	if (!own_next && (rc = find_event(db, ev->id.bytes, (int64_t)ev->hlc, &n, &pauthor, &pseq)) < 0)
+	const struct store_recent *r = &db->recent[(uint64_t)store_idp(ev->id.bytes) % STORE_RECENT];
+	if (!own_next && r->n && memcmp(r->id.bytes, ev->id.bytes, 32) == 0)
+		n = r->n;
+	else if (!own_next && (rc = find_event(db, ev->id.bytes, (int64_t)ev->hlc, &n, &pauthor, &pseq)) < 0)
 		return rc;
 	if (!own_next && n) {
 		*status = WEFT_INGEST_DUPLICATE;
@@ -723,7 +728,10 @@ int store_insert_event(weft_db *db, const struct weft_event *ev, int own_next,
 	} else {
 		if (memcmp(ev->author, db->id.pk, 32) == 0)
 			db->own_valid = 0; /* own events may come back from a peer */
-		if (ev->seq > 1 && (rc = find_event(db, ev->prev.bytes, 0, &pred, &pauthor, &pseq)) < 0)
+		r = &db->recent[(uint64_t)store_idp(ev->prev.bytes) % STORE_RECENT];
+		if (ev->seq > 1 && r->n && memcmp(r->id.bytes, ev->prev.bytes, 32) == 0)
+			pred = r->n, pauthor = r->author, pseq = r->seq;
+		else if (ev->seq > 1 && (rc = find_event(db, ev->prev.bytes, 0, &pred, &pauthor, &pseq)) < 0)
 			return rc;
 		if (pred && (pauthor != author || pseq + 1 != ev->seq))
 			pred = 0; /* names an event that is not the author's previous one */
@@ -776,6 +784,8 @@ int store_insert_event(weft_db *db, const struct weft_event *ev, int own_next,
 		return store_sqlite_error(db, rc, "storing an event");
 	db->n_next = n + 1;
 	id_cache_put(db, n, &ev->id);
+	struct store_recent *w = &db->recent[(uint64_t)store_idp(ev->id.bytes) % STORE_RECENT];
+	w->n = n, w->author = author, w->seq = ev->seq, w->id = ev->id;
 	if (own_next)
 		db->own_n = n;
 	if ((rc = chain_add(db, author, ev->seq, n, &c)) < 0)

@@ -22,6 +22,8 @@
 #define STORE_PREV_EVERY 32
 /* Ids re-derived, remembered by row number. */
 #define STORE_ID_CACHE 256
+/* Events just stored, remembered by id (a power of 2). */
+#define STORE_RECENT 1024
 #define STORE_APPLICATION_ID 0x77656674 /* "weft" */
 #define STORE_STR_(x) #x
 #define STORE_STR(x) STORE_STR_(x)
@@ -108,6 +110,14 @@ struct weft_db {
 		int64_t n; /* 0: empty */
 		weft_id id;
 	} ids[STORE_ID_CACHE];
+	/* Events stored recently, by their id's first bytes: where the next
+	 * events' predecessors usually are (store_insert_event). */
+	struct store_recent {
+		int64_t n; /* 0: empty */
+		int64_t author;
+		uint64_t seq;
+		weft_id id;
+	} recent[STORE_RECENT];
 	/* The next event's row number, read once per write transaction. */
 	int n_valid;
 	int64_t n_next;

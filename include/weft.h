@@ -178,7 +178,9 @@ typedef struct weft_open_options {
  * Errors: WEFT_ENOTFOUND (no store and no WEFT_OPEN_CREATE, or no key
  * file), WEFT_EPERM (key file readable by others), WEFT_EAUTH (wrong or
  * missing passphrase, or the key does not belong to this store),
- * WEFT_EVERSION (store written by a newer weft), WEFT_ECORRUPT, WEFT_EIO,
+ * WEFT_EVERSION (store written by a newer weft, or an older store opened
+ * read-only: a store written by weft 0.1 is upgraded in place, in one
+ * transaction, the first time it is opened read-write), WEFT_ECORRUPT, WEFT_EIO,
  * WEFT_EBUSY, WEFT_EINVAL. On failure *out is NULL and weft_error_last()
  * holds the message.
  */
