@@ -1090,22 +1090,6 @@ static int report(neg_reconciler *r, neg_diff_cb cb, void *payload,
 	return WEFT_OK;
 }
 
-/* Index of id in sorted[0..m), or m when absent. */
-static size_t sorted_find(const uint8_t *sorted, size_t m, const uint8_t *id)
-{
-	size_t a = 0, b = m;
-
-	while (a < b) {
-		size_t mid = a + (b - a) / 2;
-
-		if (memcmp(sorted + mid * NEG_ID_BYTES, id, NEG_ID_BYTES) < 0)
-			a = mid + 1;
-		else
-			b = mid;
-	}
-	return a < m && memcmp(sorted + a * NEG_ID_BYTES, id, NEG_ID_BYTES) == 0 ? a : m;
-}
-
 /* Client side of an IdList: ours minus theirs is "have", the reverse "need". */
 static int idlist_diff(neg_reconciler *r, const uint8_t *ids, size_t n,
 		       size_t lo, size_t hi, neg_diff_cb cb, void *payload)
@@ -1138,13 +1122,22 @@ static int idlist_diff(neg_reconciler *r, const uint8_t *ids, size_t n,
 
 	for (size_t i = lo; i < hi; i++) {
 		struct neg_item it;
-		size_t a;
+		size_t a = 0, b = m;
 
 		st_item(r, i, &it);
 		if ((rc = check_state(r)) < 0)
 			return rc;
-		a = sorted_find(sorted, m, it.id);
-		if (a < m) {
+		while (a < b) {
+			size_t mid = a + (b - a) / 2;
+
+			if (memcmp(sorted + mid * NEG_ID_BYTES, it.id,
+				   NEG_ID_BYTES) < 0)
+				a = mid + 1;
+			else
+				b = mid;
+		}
+		if (a < m && memcmp(sorted + a * NEG_ID_BYTES, it.id,
+				    NEG_ID_BYTES) == 0) {
 			seen[a] = 1;
 		} else {
 			rc = report(r, cb, payload, NEG_HAVE, it.id);
@@ -1152,15 +1145,10 @@ static int idlist_diff(neg_reconciler *r, const uint8_t *ids, size_t n,
 				return rc;
 		}
 	}
-	/* Needs in the peer's order, its (timestamp, id) order: the peer
-	 * then reads the events it sends in storage order. Once each. */
-	for (size_t i = 0; i < n; i++) {
-		size_t a = sorted_find(sorted, m, ids + i * NEG_ID_BYTES);
-
-		if (seen[a])
+	for (size_t j = 0; j < m; j++) {
+		if (seen[j])
 			continue;
-		seen[a] = 1;
-		rc = report(r, cb, payload, NEG_NEED, sorted + a * NEG_ID_BYTES);
+		rc = report(r, cb, payload, NEG_NEED, sorted + j * NEG_ID_BYTES);
 		if (rc < 0)
 			return rc;
 	}

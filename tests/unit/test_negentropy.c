@@ -1137,39 +1137,6 @@ static void test_client_reports_each_peer_id_once(void **state)
 	neg_set_free(s);
 }
 
-/* Needs come in the order the peer listed its ids (its time order), so
- * the peer reads what it sends in storage order. */
-static void test_client_reports_needs_in_the_peers_order(void **state)
-{
-	struct item mine[1] = { { 10, { 0xa1 } } };
-	uint8_t msg[5 + 5 * 32] = { 0x61, 0x00, 0x00, 0x02, 0x05 };
-	static const uint8_t listed[5] = { 0xcc, 0xbb, 0xa1, 0xdd, 0xbb };
-	static const uint8_t want[3] = { 0xcc, 0xbb, 0xdd };
-	struct diffs d = { { 0 }, { 0 } };
-	neg_reconciler *r;
-	const uint8_t *out;
-	size_t len;
-
-	(void)state;
-	for (int i = 0; i < 5; i++)
-		memset(msg + 5 + 32 * i, listed[i], 32);
-	memcpy(msg + 5 + 2 * 32, mine[0].id, 32);
-	neg_set *s = build(mine, 1);
-	assert_int_equal(neg_reconciler_new(&r, s, 0, 1, 0), WEFT_OK);
-	assert_int_equal(neg_reconciler_initiate(&out, &len, r), WEFT_OK);
-	assert_int_equal(neg_reconciler_reconcile(&out, &len, r, msg, sizeof(msg),
-						  collect, &d), WEFT_OK);
-	assert_int_equal(d.have.n, 0);
-	assert_int_equal(d.need.n, 3);
-	for (int i = 0; i < 3; i++)
-		for (int k = 0; k < 32; k++)
-			assert_int_equal(d.need.v[i][k], want[i]);
-	idvec_free(&d.have);
-	idvec_free(&d.need);
-	neg_reconciler_free(r);
-	neg_set_free(s);
-}
-
 /* -------------------------------------------------------- hostile input */
 
 /* Feeds msg to a fresh server (or an initiated client). */
@@ -1524,7 +1491,6 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_1m_identical_sets_reconcile_quickly),
 		cmocka_unit_test(test_callback_can_stop_the_client),
 		cmocka_unit_test(test_client_reports_each_peer_id_once),
-		cmocka_unit_test(test_client_reports_needs_in_the_peers_order),
 		cmocka_unit_test(test_truncated_messages_are_rejected_at_every_length),
 		cmocka_unit_test(test_bad_version_bytes),
 		cmocka_unit_test(test_hostile_ranges_are_protocol_errors),
