@@ -287,6 +287,7 @@ static void db_free(weft_db *db)
 	if (db->sql)
 		sqlite3_close_v2(db->sql);
 	identity_wipe(&db->id);
+	weft__free(db->ids);
 	weft__free(db->path);
 	weft__free(db);
 }

@@ -1,5 +1,6 @@
 /* Ingest of remote events: checks on persistent verifier threads, then one
  * transaction per batch (core/ingest.h). */
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/alloc.h"
@@ -364,6 +365,21 @@ void ingest_cancel(ingest_job *j)
 	job_free(j);
 }
 
+typedef struct batch_pos {
+	const struct weft_event *ev;
+	size_t i; /* in the batch */
+} batch_pos;
+
+/* Events in chain order: by author, then sequence number. */
+static int chain_order(const void *a, const void *b)
+{
+	const struct weft_event *x = ((const batch_pos *)a)->ev, *y = ((const batch_pos *)b)->ev;
+	int c = memcmp(x->author, y->author, sizeof(x->author));
+	if (c)
+		return c;
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
 int ingest_finish(ingest_job *j, int *result)
 {
 	weft_db *db = j->db;
@@ -380,16 +396,26 @@ int ingest_finish(ingest_job *j, int *result)
 	}
 	memcpy(result, j->result, n * sizeof(*result));
 
-	/* Accepted stamps advance the clock by being stored (store_hlc_get). */
-	int rc = store_begin(db);
-	for (size_t i = 0; rc == 0 && i < n; i++) {
-		if (!j->evs[i])
-			continue;
+	/* Stored in chain order, whatever order they came in: an event's
+	 * predecessor in the batch is stored before it, so the row links to
+	 * it (docs/FORMAT.md section 5) and the author's runs grow in place.
+	 * Accepted stamps advance the clock by being stored (store_hlc_get). */
+	batch_pos *order = weft__malloc((n ? n : 1) * sizeof(*order));
+	size_t m = 0;
+	for (size_t i = 0; order && i < n; i++)
+		if (j->evs[i])
+			order[m++] = (batch_pos){j->evs[i], i};
+	if (order)
+		qsort(order, m, sizeof(*order), chain_order);
+	int rc = order ? store_begin(db) : err_set(&db->err, WEFT_ENOMEM, "out of memory storing events");
+	for (size_t k = 0; rc == 0 && k < m; k++) {
+		size_t i = order[k].i;
 		weft_ingest_status status;
 		rc = store_insert_event(db, j->evs[i], 0, &status);
 		if (rc == 0)
 			result[i] = (int)status;
 	}
+	weft__free(order);
 	if (rc == 0) {
 		/* The commit waits for the disk: lend this processor. */
 		lend(db->pool, 1);

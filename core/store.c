@@ -31,6 +31,7 @@ static const char *const stmt_sql[STMT__COUNT] = {
 	[STMT_RUNS] = "SELECT lo, hi, hi_n FROM weft_chain WHERE author = ?1 AND lo <= ?2 ORDER BY lo DESC LIMIT 2",
 	[STMT_RUN_SET] = "INSERT OR REPLACE INTO weft_chain(author, lo, hi, hi_n) VALUES (?1, ?2, ?3, ?4)",
 	[STMT_RUN_DEL] = "DELETE FROM weft_chain WHERE author = ?1 AND lo = ?2",
+	[STMT_RUN_EXTEND] = "UPDATE weft_chain SET hi = ?3, hi_n = ?4 WHERE author = ?1 AND lo = ?2",
 	[STMT_WAITING] = "SELECT prev FROM weft_event WHERE author = ?1 AND seq = ?2 AND typeof(prev) = 'blob'",
 	[STMT_FORK_NEAR] = "SELECT f.seq, e.prev FROM weft_fork f JOIN weft_event e ON e.n = f.n "
 	                   "WHERE f.author = ?1 AND f.seq BETWEEN ?2 - 1 AND ?2 + 1",
@@ -156,6 +157,8 @@ int store_begin(weft_db *db)
 {
 	db->mark_valid = 0;
 	db->n_valid = 0;
+	/* Another connection may have flagged an author since. */
+	memset(db->forks, 0, sizeof(db->forks));
 	db->nbpend = 0;
 	return step_once(db, STMT_BEGIN, "starting a write transaction");
 }
@@ -178,7 +181,9 @@ void store_rollback(weft_db *db)
 	db->mark_valid = 0;
 	db->nbpend = 0;
 	memset(db->refs, 0, sizeof(db->refs));
-	memset(db->ids, 0, sizeof(db->ids));
+	if (db->ids)
+		memset(db->ids, 0, STORE_ID_CACHE * sizeof(*db->ids));
+	memset(db->forks, 0, sizeof(db->forks));
 	memset(db->recent, 0, sizeof(db->recent));
 	db->n_valid = 0;
 	if (!sqlite3_get_autocommit(db->sql))
@@ -288,6 +293,8 @@ int64_t store_idp(const unsigned char id[32])
 
 static int id_cache_get(weft_db *db, int64_t n, weft_id *out)
 {
+	if (!db->ids)
+		return 0;
 	const struct store_id_slot *s = &db->ids[(uint64_t)n % STORE_ID_CACHE];
 	if (s->n != n)
 		return 0;
@@ -297,6 +304,8 @@ static int id_cache_get(weft_db *db, int64_t n, weft_id *out)
 
 static void id_cache_put(weft_db *db, int64_t n, const weft_id *id)
 {
+	if (!db->ids && !(db->ids = weft__calloc(STORE_ID_CACHE, sizeof(*db->ids))))
+		return; /* only slower */
 	struct store_id_slot *s = &db->ids[(uint64_t)n % STORE_ID_CACHE];
 	s->n = n;
 	s->id = *id;
@@ -333,13 +342,11 @@ void store_erased_put(unsigned char out[STORE_ERASED_BYTES], uint32_t len, const
 	memcpy(out + 4, hash, 32);
 }
 
+static int idp_corrupt(weft_db *db, int64_t idp, int64_t n, const char *what);
+
 static int row_corrupt(weft_db *db, sqlite3_stmt *st, const char *what)
 {
-	/* Named by the bytes of its id the row keeps, as hex. */
-	uint64_t idp = (uint64_t)sqlite3_column_int64(st, EC_IDP) & ((UINT64_C(1) << (8 * STORE_IDP_BYTES)) - 1);
-	return err_set(&db->err, WEFT_ECORRUPT, "stored event %0*llx… (row %lld) %s: the store was altered; "
-	               "run `weft verify` and restore from a peer",
-	               2 * STORE_IDP_BYTES, (unsigned long long)idp, (long long)sqlite3_column_int64(st, EC_N), what);
+	return idp_corrupt(db, sqlite3_column_int64(st, EC_IDP), sqlite3_column_int64(st, EC_N), what);
 }
 
 /*
@@ -390,6 +397,15 @@ static int row_fields(weft_db *db, sqlite3_stmt *st, struct weft_event *f, const
 	return bad ? row_corrupt(db, st, "has a malformed column") : WEFT_OK;
 }
 
+static int idp_corrupt(weft_db *db, int64_t idp, int64_t n, const char *what)
+{
+	/* Named by the bytes of its id the row keeps, as hex. */
+	uint64_t v = (uint64_t)idp & ((UINT64_C(1) << (8 * STORE_IDP_BYTES)) - 1);
+	return err_set(&db->err, WEFT_ECORRUPT, "stored event %0*llx… (row %lld) %s: the store was altered; "
+	               "run `weft verify` and restore from a peer", 2 * STORE_IDP_BYTES, (unsigned long long)v,
+	               (long long)n, what);
+}
+
 /* Checks the id derived from st's row against the 6 bytes the row keeps. */
 static int row_check_id(weft_db *db, sqlite3_stmt *st, const weft_id *id)
 {
@@ -398,11 +414,13 @@ static int row_check_id(weft_db *db, sqlite3_stmt *st, const weft_id *id)
 	return row_corrupt(db, st, "does not hash to its id");
 }
 
-/*
- * The id of row n when its prev is known: prev given, or kept in the row.
- * Else sets *pred to the row prev names and leaves *out alone.
- */
-static int row_id(weft_db *db, int64_t n, const weft_id *prev, int64_t *pred, weft_id *out)
+/* A row on the way down a chain of links: all but prev, payload hashed. */
+typedef struct walk_row {
+	struct weft_event f;
+	int64_t n, idp, pred;
+} walk_row;
+
+static int walk_read(weft_db *db, int64_t n, walk_row *w)
 {
 	sqlite3_stmt *st = store_stmt(db, STMT_EVENT_ROW);
 	if (!st)
@@ -415,23 +433,11 @@ static int row_id(weft_db *db, int64_t n, const weft_id *prev, int64_t *pred, we
 		                                   "altered; run `weft verify`", (long long)n)
 		                         : store_sqlite_error(db, rc, "reading an event");
 	}
-	struct weft_event f;
 	const void *payload;
-	int64_t p;
-	if ((rc = row_fields(db, st, &f, &payload, &p)) == WEFT_OK) {
-		if (p && !prev) {
-			*pred = p;
-		} else {
-			*pred = 0;
-			if (p)
-				f.prev = *prev;
-			if (payload)
-				crypto_generichash(f.payload_hash, 32, payload, f.payload_len, NULL, 0);
-			codec_event_hash_id(&f);
-			if ((rc = row_check_id(db, st, &f.id)) == WEFT_OK)
-				*out = f.id;
-		}
-	}
+	if ((rc = row_fields(db, st, &w->f, &payload, &w->pred)) == WEFT_OK && payload)
+		crypto_generichash(w->f.payload_hash, 32, payload, w->f.payload_len, NULL, 0);
+	w->n = n;
+	w->idp = sqlite3_column_int64(st, EC_IDP);
 	sqlite3_reset(st);
 	return rc;
 }
@@ -440,31 +446,32 @@ int store_event_id(weft_db *db, int64_t n, weft_id *out)
 {
 	if (id_cache_get(db, n, out))
 		return WEFT_OK;
-	/* Down the links to a row whose prev is known, then back up. */
-	int64_t path[STORE_PREV_EVERY + 1], cur = n, pred = 0;
+	/* Down the links to a row whose prev is known (kept in the row, or
+	 * the id of a row remembered), then back up, hashing each header. */
+	walk_row path[STORE_PREV_EVERY + 1];
 	size_t depth = 0;
 	weft_id prev;
 	int rc;
-	for (;;) {
-		if ((rc = row_id(db, cur, NULL, &pred, &prev)) < 0)
-			return rc;
-		if (!pred) {
-			id_cache_put(db, cur, &prev);
-			break;
-		}
+	for (int64_t cur = n;;) {
 		if (depth == sizeof(path) / sizeof(path[0]))
 			return err_set(&db->err, WEFT_ECORRUPT, "event row %lld is more than %d links from a stored prev: "
 			               "the store was altered; run `weft verify`", (long long)n, STORE_PREV_EVERY);
-		path[depth++] = cur;
-		if (id_cache_get(db, pred, &prev))
+		walk_row *w = &path[depth++];
+		if ((rc = walk_read(db, cur, w)) < 0)
+			return rc;
+		if (!w->pred || id_cache_get(db, w->pred, &prev))
 			break;
-		cur = pred;
+		cur = w->pred;
 	}
 	while (depth) {
-		cur = path[--depth];
-		if ((rc = row_id(db, cur, &prev, &pred, &prev)) < 0)
-			return rc;
-		id_cache_put(db, cur, &prev);
+		walk_row *w = &path[--depth];
+		if (w->pred)
+			w->f.prev = prev;
+		codec_event_hash_id(&w->f);
+		if (store_idp(w->f.id.bytes) != w->idp)
+			return idp_corrupt(db, w->idp, w->n, "does not hash to its id");
+		id_cache_put(db, w->n, &w->f.id);
+		prev = w->f.id;
 	}
 	*out = prev;
 	return WEFT_OK;
@@ -585,7 +592,7 @@ static int run_write(weft_db *db, enum store_stmt which, int64_t author, int64_t
 		return db->err.code;
 	sqlite3_bind_int64(st, 1, author);
 	sqlite3_bind_int64(st, 2, lo);
-	if (which == STMT_RUN_SET) {
+	if (which != STMT_RUN_DEL) {
 		sqlite3_bind_int64(st, 3, hi);
 		sqlite3_bind_int64(st, 4, hi_n);
 	}
@@ -603,9 +610,10 @@ static int chain_add(weft_db *db, int64_t author, uint64_t seq, int64_t n, const
 	int rc = WEFT_OK;
 	if (c->right_lo && (rc = run_write(db, STMT_RUN_DEL, author, c->right_lo, 0, 0)) < 0)
 		return rc;
+	/* The run ending at seq - 1 grows in place (the common case). */
+	enum store_stmt how = c->left_lo ? STMT_RUN_EXTEND : STMT_RUN_SET;
 	int64_t lo = c->left_lo ? c->left_lo : s;
-	return c->right_lo ? run_write(db, STMT_RUN_SET, author, lo, c->right_hi, c->right_n)
-	                   : run_write(db, STMT_RUN_SET, author, lo, s, n);
+	return c->right_lo ? run_write(db, how, author, lo, c->right_hi, c->right_n) : run_write(db, how, author, lo, s, n);
 }
 
 /* For an author with a fork: what weft_fork lists around seq. */
@@ -666,8 +674,28 @@ static int author_stmt(weft_db *db, enum store_stmt which, int64_t author, int64
 	return rc == SQLITE_DONE ? WEFT_OK : store_sqlite_error(db, rc, doing);
 }
 
+static void fork_known(weft_db *db, int64_t author, int forked)
+{
+	for (int i = 0; i < STORE_REF_CACHE; i++) {
+		if (db->forks[i].author == author) {
+			db->forks[i].forked = forked;
+			return;
+		}
+	}
+	unsigned k = db->forks_next++ % STORE_REF_CACHE;
+	db->forks[k].author = author;
+	db->forks[k].forked = forked;
+}
+
+/* Whether the author has a fork (remembered for the transaction). */
 static int author_forked(weft_db *db, int64_t author, int *forked)
 {
+	for (int i = 0; i < STORE_REF_CACHE; i++) {
+		if (db->forks[i].author == author) {
+			*forked = db->forks[i].forked;
+			return WEFT_OK;
+		}
+	}
 	sqlite3_stmt *st = store_stmt(db, STMT_AUTHOR_FORKED);
 	if (!st)
 		return db->err.code;
@@ -675,7 +703,10 @@ static int author_forked(weft_db *db, int64_t author, int *forked)
 	int rc = sqlite3_step(st);
 	*forked = rc == SQLITE_ROW && sqlite3_column_int(st, 0);
 	sqlite3_reset(st);
-	return rc == SQLITE_ROW || rc == SQLITE_DONE ? WEFT_OK : store_sqlite_error(db, rc, "reading an author");
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return store_sqlite_error(db, rc, "reading an author");
+	fork_known(db, author, *forked);
+	return WEFT_OK;
 }
 
 static int next_row(weft_db *db, int64_t *n)
@@ -793,8 +824,10 @@ int store_insert_event(weft_db *db, const struct weft_event *ev, int own_next,
 	if (forked)
 		rc = author_stmt(db, STMT_FORK_ADD, author, (int64_t)ev->seq, n, "recording a forked chain");
 	else if (*status == WEFT_INGEST_FORK && (rc = author_stmt(db, STMT_AUTHOR_FLAG_FORK, author, 0, 0,
-	                                                          "flagging a forked author")) == WEFT_OK)
+	                                                          "flagging a forked author")) == WEFT_OK) {
+		fork_known(db, author, 1);
 		rc = author_stmt(db, STMT_FORK_FILL, author, 0, 0, "recording a forked chain");
+	}
 	if (rc < 0)
 		return rc;
 	if (ev->hlc > db->hlc_last)

@@ -20,8 +20,10 @@
 /* Every STORE_PREV_EVERY-th event of a chain keeps its prev in full, so
  * re-deriving an id reads at most that many rows. */
 #define STORE_PREV_EVERY 32
-/* Ids re-derived, remembered by row number. */
-#define STORE_ID_CACHE 256
+/* Ids re-derived, remembered by row number: enough for the rows a
+ * reconciliation round reads in id order (random in time) to be derived
+ * about once each (2.5 MiB per handle, allocated on first use). */
+#define STORE_ID_CACHE 65536
 /* Events just stored, remembered by id (a power of 2). */
 #define STORE_RECENT 1024
 #define STORE_APPLICATION_ID 0x77656674 /* "weft" */
@@ -44,6 +46,7 @@ enum store_stmt {
 	STMT_RUNS,
 	STMT_RUN_SET,
 	STMT_RUN_DEL,
+	STMT_RUN_EXTEND,
 	STMT_WAITING,
 	STMT_FORK_NEAR,
 	STMT_FORK_ADD,
@@ -109,7 +112,13 @@ struct weft_db {
 	struct store_id_slot {
 		int64_t n; /* 0: empty */
 		weft_id id;
-	} ids[STORE_ID_CACHE];
+	} *ids; /* STORE_ID_CACHE of them, or NULL */
+	/* Whether recently seen authors have a fork, by reference. */
+	struct {
+		int64_t author; /* 0: empty */
+		int forked;
+	} forks[STORE_REF_CACHE];
+	unsigned forks_next;
 	/* Events stored recently, by their id's first bytes: where the next
 	 * events' predecessors usually are (store_insert_event). */
 	struct store_recent {
