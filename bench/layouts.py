@@ -3,14 +3,39 @@
 # events of a weft store, built incrementally in arrival order and in
 # batches like weft builds them; prints bytes per event beyond the payload,
 # per layout and per b-tree (dbstat).
-#   python3 bench/layouts.py build/bench/bench-work/cache/log-v1-100000-S.db
+#   python3 bench/layouts.py build-bench/bench-work/cache/log-v1-<tag>-100000-S.db
+# (a store of schema 2 or 3; ids of a schema 3 store are re-derived here).
 import atexit, hashlib, os, shutil, sqlite3, struct, sys, tempfile
 src = sys.argv[1]
 work = tempfile.mkdtemp(prefix="weft-layouts-")
 atexit.register(shutil.rmtree, work, True)
 s = sqlite3.connect(src)
-if s.execute("SELECT 1 FROM sqlite_schema WHERE name = 'weft_kind'").fetchone():
-    # Layout L6 (core/db.c since the target 8 change): prev, payload_len,
+ver = s.execute("PRAGMA user_version").fetchone()[0]
+if ver >= 3:
+    # Store schema 3 (core/db.c since target 8 was met): ids re-derived from
+    # the rows, as core/store.c does (docs/FORMAT.md sections 1 and 5).
+    ids = {}
+    rows = []
+    for (n, author, pk, seq, hlc, scope, sname, kind, sig, payload, prev, erased, idem, idp) in s.execute(
+            "SELECT e.n, e.author, a.pk, e.seq, e.hlc, e.scope, sc.name, k.name, e.sig, e.payload, e.prev, e.erased, "
+            "e.idem, e.idp "
+            "FROM weft_event e JOIN weft_author a ON a.ref = e.author JOIN weft_scope sc ON sc.ref = e.scope "
+            "JOIN weft_kind k ON k.ref = e.kind ORDER BY e.n"):
+        if prev is None:
+            prev = bytes(32) if seq == 1 else None
+        elif isinstance(prev, int):
+            prev = ids[n - prev]
+        plen, phash = (len(payload), hashlib.blake2b(payload, digest_size=32).digest()) if payload is not None \
+            else (struct.unpack(">I", erased[:4])[0], erased[4:])
+        header = (bytes([1]) + pk + struct.pack(">Q", seq) + prev + struct.pack(">Q", hlc) +
+                  bytes([len(sname)]) + sname.encode() + bytes([len(kind)]) + kind.encode() +
+                  bytes([len(idem or "")]) + (idem or "").encode() + struct.pack(">I", plen) + phash)
+        ids[n] = hashlib.blake2b(header, digest_size=32).digest()
+        assert struct.unpack(">q", ids[n][:8])[0] >> 16 == idp, f"row {n} does not hash to its id"
+        rows.append((n, ids[n], author, seq, prev if seq > 1 else None, hlc, scope, kind, idem, plen, phash, sig,
+                     payload))
+elif s.execute("SELECT 1 FROM sqlite_schema WHERE name = 'weft_kind'").fetchone():
+    # Store schema 2 (layout L6): prev, payload_len,
     # payload_hash re-derived, kind interned.
     rows = s.execute("SELECT e.n, e.id, e.author, e.seq, coalesce(e.prev, (SELECT p.id FROM weft_event p "
                      "WHERE p.author = e.author AND p.seq = e.seq - 1)), e.hlc, e.scope, k.name, e.idem, "
@@ -92,7 +117,7 @@ layout("L5", """CREATE TABLE e(n INTEGER PRIMARY KEY, idp INTEGER NOT NULL, auth
   CREATE INDEX e_time ON e(hlc); CREATE INDEX e_idp ON e(idp);""",
   lambda r: [("INSERT INTO e VALUES (?,?,?,?,?,?,?,?,?,NULL,NULL,NULL,?)",
               (r[0], idp(r[1]), r[2], r[3], r[5], r[6], kind_ref(r[7]), r[11], r[12], r[8]))])
-# L6: what core/db.c implements: L1 with the id in the row found through an index on
+# L6: store schema 2 (weft 0.1): L1 with the id in the row found through an index on
 # its first 8 bytes, time index on hlc only, the (author, seq) index kept (prev is
 # re-derived through it; fork detection uses it).
 layout("L6", """CREATE TABLE e(n INTEGER PRIMARY KEY, id BLOB NOT NULL, author INTEGER NOT NULL,
@@ -120,3 +145,31 @@ layout("L7", """CREATE TABLE e(n INTEGER PRIMARY KEY, idp INTEGER NOT NULL, auth
   seq INTEGER NOT NULL, hlc INTEGER NOT NULL, scope INTEGER NOT NULL, kind INTEGER NOT NULL, sig BLOB NOT NULL,
   payload BLOB, link INTEGER, prev BLOB, payload_len INTEGER, payload_hash BLOB, idem TEXT);
   CREATE INDEX e_time ON e(hlc); CREATE INDEX e_idp ON e(idp);""", c7)
+# L8: store schema 3, what core/db.c implements: L7 with a 6-byte idp, no link
+# column (prev holds the link as an integer, or the id as a blob), payload_len and
+# payload_hash as one column, plus the runs table and the partial index of rows
+# whose prev is a blob.
+runs = {}
+def c8(r):
+    n, author, seq = r[0], r[2], r[3]
+    pos[(author, seq)] = n
+    pn = pos.get((author, seq - 1))
+    prev = None if seq == 1 else (n - pn if pn is not None and seq % 32 else r[4])
+    idp6 = struct.unpack(">q", r[1][:8])[0] >> 16
+    out = [("INSERT INTO e VALUES (?,?,?,?,?,?,?,?,?,?,NULL,?)",
+            (n, idp6, author, seq, r[5], r[6], kind_ref(r[7]), r[11], r[12], prev, r[8]))]
+    lo = runs.get(author)
+    if lo is None:
+        runs[author] = seq
+        out.append(("INSERT INTO c VALUES (?,?,?,?)", (author, seq, seq, n)))
+    else:
+        out.append(("UPDATE c SET hi = ?3, hi_n = ?4 WHERE author = ?1 AND lo = ?2", (author, lo, seq, n)))
+    return out
+pos.clear()
+layout("L8", """CREATE TABLE e(n INTEGER PRIMARY KEY, idp INTEGER NOT NULL, author INTEGER NOT NULL,
+  seq INTEGER NOT NULL, hlc INTEGER NOT NULL, scope INTEGER NOT NULL, kind INTEGER NOT NULL, sig BLOB NOT NULL,
+  payload BLOB, prev, erased BLOB, idem TEXT);
+  CREATE INDEX e_idp ON e(idp); CREATE INDEX e_time ON e(hlc);
+  CREATE INDEX e_wait ON e(author, seq) WHERE typeof(prev) = 'blob';
+  CREATE TABLE c(author INTEGER, lo INTEGER, hi INTEGER, hi_n INTEGER, PRIMARY KEY(author, lo)) WITHOUT ROWID;""",
+  c8)
