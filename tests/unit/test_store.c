@@ -215,27 +215,49 @@ static int count_heads(const unsigned char *author, uint64_t seq, const weft_id 
 	return 0;
 }
 
+/* Author 7 (seed byte) signs 1 <- 2x and 1 <- 2y at stamps t, t+1, t+2. */
+typedef struct fork2 {
+	weft_id first, x, y;
+	unsigned char *e[3];
+	size_t len[3];
+} fork2;
+
+static void fork2_forge(fork2 *k, uint64_t t)
+{
+	k->e[0] = forge(&k->len[0], 7, 1, NULL, t, "genesis", &k->first);
+	k->e[1] = forge(&k->len[1], 7, 2, &k->first, t + 1, "left", &k->x);
+	k->e[2] = forge(&k->len[2], 7, 2, &k->first, t + 2, "right", &k->y);
+}
+
+/* Ingests them in order: new, new, then the fork. */
+static void fork2_ingest(weft_db *db, const fork2 *k)
+{
+	static const weft_ingest_status want[3] = {WEFT_INGEST_NEW, WEFT_INGEST_NEW, WEFT_INGEST_FORK};
+	for (int i = 0; i < 3; i++) {
+		weft_ingest_status st;
+		tu_ok(db, weft_db_ingest(&st, db, k->e[i], k->len[i]));
+		assert_int_equal(st, want[i]);
+	}
+}
+
+static void fork2_free(fork2 *k)
+{
+	for (int i = 0; i < 3; i++)
+		free(k->e[i]);
+}
+
 static void test_store_keeps_both_sides_of_a_fork(void **state)
 {
 	fixture *f = *state;
 	weft_db *b = tu_open(f->dir, "b.db", &f->clock, 2);
-	uint64_t t = (f->clock.now_ms - 1000) << 16;
-	weft_id first, x, y;
-	size_t l1, l2, l3;
-	unsigned char *e1 = forge(&l1, 7, 1, NULL, t, "genesis", &first);
-	unsigned char *e2 = forge(&l2, 7, 2, &first, t + 1, "left", &x);
-	unsigned char *e3 = forge(&l3, 7, 2, &first, t + 2, "right", &y);
-	weft_ingest_status st;
-	tu_ok(b, weft_db_ingest(&st, b, e1, l1));
-	tu_ok(b, weft_db_ingest(&st, b, e2, l2));
-	assert_int_equal(st, WEFT_INGEST_NEW);
-	tu_ok(b, weft_db_ingest(&st, b, e3, l3));
-	assert_int_equal(st, WEFT_INGEST_FORK);
+	fork2 k;
+	fork2_forge(&k, (f->clock.now_ms - 1000) << 16);
+	fork2_ingest(b, &k);
 	/* Both are evidence: neither overwrote the other. */
 	weft_event *ev;
-	tu_ok(b, weft_db_get(&ev, b, &x));
+	tu_ok(b, weft_db_get(&ev, b, &k.x));
 	weft_event_free(ev);
-	tu_ok(b, weft_db_get(&ev, b, &y));
+	tu_ok(b, weft_db_get(&ev, b, &k.y));
 	weft_event_free(ev);
 	weft_db_stats s;
 	tu_ok(b, weft_db_stats_get(&s, b));
@@ -249,7 +271,7 @@ static void test_store_keeps_both_sides_of_a_fork(void **state)
 	weft_verify_report r;
 	tu_ok(b, weft_db_verify(&r, b, NULL, NULL));
 	assert_int_equal(r.forks, 1);
-	free(e1), free(e2), free(e3);
+	fork2_free(&k);
 	weft_db_close(b);
 }
 
@@ -606,16 +628,9 @@ static void test_store_upgrades_a_schema_2_store(void **state)
 		tu_ok(a, weft_db_append(&id, a, i % 3 ? "home" : "work", "note", i == 5 ? "key-5" : NULL, "payload", 7));
 	/* Another author, forked at seq 2. */
 	uint64_t t = (f->clock.now_ms - 1000) << 16;
-	weft_id first, x, y;
-	size_t l1, l2, l3;
-	unsigned char *e1 = forge(&l1, 7, 1, NULL, t, "genesis", &first);
-	unsigned char *e2 = forge(&l2, 7, 2, &first, t + 1, "left", &x);
-	unsigned char *e3 = forge(&l3, 7, 2, &first, t + 2, "right", &y);
-	weft_ingest_status ist;
-	tu_ok(a, weft_db_ingest(&ist, a, e1, l1));
-	tu_ok(a, weft_db_ingest(&ist, a, e2, l2));
-	tu_ok(a, weft_db_ingest(&ist, a, e3, l3));
-	assert_int_equal(ist, WEFT_INGEST_FORK);
+	fork2 k;
+	fork2_forge(&k, t);
+	fork2_ingest(a, &k);
 	held_events before;
 	held_all(a, &before);
 	assert_int_equal(before.n, 73);
@@ -691,14 +706,16 @@ static void test_store_upgrades_a_schema_2_store(void **state)
 	/* The forked author's next event joins the branch it names. */
 	weft_id z;
 	size_t l4;
-	unsigned char *e4 = forge(&l4, 7, 3, &y, t + 3, "after right", &z);
+	weft_ingest_status ist;
+	unsigned char *e4 = forge(&l4, 7, 3, &k.y, t + 3, "after right", &z);
 	tu_ok(a, weft_db_ingest(&ist, a, e4, l4));
 	assert_int_equal(ist, WEFT_INGEST_NEW);
 	tu_ok(a, weft_db_verify(&r, a, NULL, NULL));
 	assert_int_equal(r.broken_links, 0);
 	for (int i = 0; i < before.n; i++)
 		free(before.enc[i]);
-	free(e1), free(e2), free(e3), free(e4);
+	fork2_free(&k);
+	free(e4);
 	weft_db_close(a);
 }
 
