@@ -52,8 +52,11 @@ static const char schema_events[] =
 	/* Events stored before their predecessor, found when it arrives. */
 	"CREATE INDEX weft_event_waiting ON weft_event(author, seq) WHERE typeof(prev) = 'blob';"
 	/* The sequence numbers stored per author, as runs [lo, hi]. */
+	/* open_n, on this device's last run only: every row after row open_n
+	 * is this device's next event (the run is not rewritten per append;
+	 * core/store.c, store_settle_own). */
 	"CREATE TABLE weft_chain(author INTEGER NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL,"
-	"  hi_n INTEGER NOT NULL, PRIMARY KEY(author, lo)) WITHOUT ROWID;"
+	"  hi_n INTEGER NOT NULL, open_n INTEGER, PRIMARY KEY(author, lo)) WITHOUT ROWID;"
 	/* Every event of an author with a fork. */
 	"CREATE TABLE weft_fork(author INTEGER NOT NULL, seq INTEGER NOT NULL, n INTEGER NOT NULL,"
 	"  PRIMARY KEY(author, seq, n)) WITHOUT ROWID;";
@@ -555,10 +558,14 @@ static int own_head(weft_db *db, uint64_t *seq, weft_id *id, int64_t *dv_out)
 			return db->err.code;
 		sqlite3_bind_int64(st, 1, db->self_ref);
 		rc = sqlite3_step(st);
+		db->own_run_lo = 0;
+		db->own_run_open = 0;
 		if (rc == SQLITE_ROW) {
 			*seq = (uint64_t)sqlite3_column_int64(st, 0);
 			n = sqlite3_column_int64(st, 1);
 			forked = sqlite3_column_int(st, 2) != 0;
+			db->own_run_lo = sqlite3_column_int64(st, 3);
+			db->own_run_open = sqlite3_column_int(st, 4);
 		}
 		sqlite3_reset(st);
 		if (rc != SQLITE_ROW && rc != SQLITE_DONE)
@@ -754,7 +761,8 @@ int weft_db_stats_get(weft_db_stats *out, weft_db *db)
 	if ((rc = query_u64(db, "SELECT count(*) FROM weft_event WHERE ?1 = ?1", &out->events)) < 0 ||
 	    (rc = query_u64(db, "SELECT CASE WHEN (SELECT forked FROM weft_author WHERE ref = ?1) "
 	                        "THEN (SELECT count(*) FROM weft_fork WHERE author = ?1) "
-	                        "ELSE (SELECT coalesce(sum(hi - lo + 1), 0) FROM weft_chain WHERE author = ?1) END",
+	                        "ELSE (SELECT coalesce(sum(" STORE_RUN_HI("c") " - c.lo + 1), 0) "
+	                        "FROM weft_chain c WHERE c.author = ?1) END",
 	                    &out->own_events)) < 0 ||
 	    (rc = query_u64(db, "SELECT count(*) FROM weft_author WHERE ?1 = ?1", &out->authors)) < 0 ||
 	    (rc = query_u64(db, "SELECT count(*) FROM weft_author WHERE forked AND ?1 = ?1", &out->forked_authors)) < 0)
@@ -768,7 +776,7 @@ int weft_db_heads(weft_db *db, weft_head_cb cb, void *payload)
 		return err_set(db ? &db->err : NULL, WEFT_EINVAL, "weft_db_heads: NULL argument");
 	sqlite3_stmt *st;
 	int rc = sqlite3_prepare_v2(db->sql,
-		"SELECT a.pk, c.hi, weft_id(c.hi_n), a.forked FROM weft_author a "
+		"SELECT a.pk, " STORE_RUN_HI("c") ", weft_id(" STORE_RUN_HI_N("c") "), a.forked FROM weft_author a "
 		"JOIN weft_chain c ON c.author = a.ref AND c.lo = (SELECT max(lo) FROM weft_chain WHERE author = a.ref) "
 		"ORDER BY a.pk", -1, &st, NULL);
 	if (rc != SQLITE_OK)

@@ -53,8 +53,14 @@ static const char *const stmt_sql[STMT__COUNT] = {
 		"WHERE s.name = ?1 AND e.idem = ?2 ORDER BY e.hlc, id LIMIT 1",
 	/* The last run of the author's chain: its head. */
 	[STMT_OWN_HEAD] =
-		"SELECT c.hi, c.hi_n, a.forked FROM weft_chain c JOIN weft_author a ON a.ref = c.author "
-		"WHERE c.author = ?1 ORDER BY c.lo DESC LIMIT 1",
+		"SELECT " STORE_RUN_HI("c") ", " STORE_RUN_HI_N("c") ", a.forked, c.lo, c.open_n IS NOT NULL "
+		"FROM weft_chain c JOIN weft_author a ON a.ref = c.author WHERE c.author = ?1 ORDER BY c.lo DESC LIMIT 1",
+	[STMT_OWN_SETTLE] =
+		"UPDATE weft_chain SET hi = " STORE_RUN_HI("weft_chain") ", hi_n = " STORE_RUN_HI_N("weft_chain") ", "
+		"open_n = NULL WHERE author = (SELECT ref FROM weft_author WHERE pk = ?1) AND open_n IS NOT NULL",
+	[STMT_OWN_RUN_OPEN] =
+		"INSERT INTO weft_chain(author, lo, hi, hi_n, open_n) VALUES (?1, ?2, ?3, ?4, ?4) "
+		"ON CONFLICT(author, lo) DO UPDATE SET hi = ?3, hi_n = ?4, open_n = ?4",
 	[STMT_DATA_VERSION] = "PRAGMA data_version",
 	[STMT_META_GET] = "SELECT value FROM weft_meta WHERE key = ?1",
 	[STMT_META_SET] = "INSERT OR REPLACE INTO weft_meta(key, value) VALUES (?1, ?2)",
@@ -157,6 +163,7 @@ int store_begin(weft_db *db)
 {
 	db->mark_valid = 0;
 	db->n_valid = 0;
+	db->own_settled = 0;
 	/* Another connection may have flagged an author since. */
 	memset(db->forks, 0, sizeof(db->forks));
 	db->nbpend = 0;
@@ -726,6 +733,45 @@ static int next_row(weft_db *db, int64_t *n)
 	return WEFT_OK;
 }
 
+int store_settle_own(weft_db *db)
+{
+	if (db->own_settled)
+		return WEFT_OK;
+	sqlite3_stmt *st = store_stmt(db, STMT_OWN_SETTLE);
+	if (!st)
+		return db->err.code;
+	sqlite3_bind_blob(st, 1, db->id.pk, 32, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		return store_sqlite_error(db, rc, "recording this device's chain");
+	db->own_settled = 1;
+	db->own_run_open = 0;
+	return WEFT_OK;
+}
+
+/* This device's next event, stored as row n: its run stays open. */
+static int own_run_grow(weft_db *db, int64_t author, uint64_t seq, int64_t n)
+{
+	if (db->own_run_open)
+		return WEFT_OK; /* the row follows open_n: nothing to write */
+	sqlite3_stmt *st = store_stmt(db, STMT_OWN_RUN_OPEN);
+	if (!st)
+		return db->err.code;
+	int64_t lo = db->own_run_lo ? db->own_run_lo : (int64_t)seq;
+	sqlite3_bind_int64(st, 1, author);
+	sqlite3_bind_int64(st, 2, lo);
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)seq);
+	sqlite3_bind_int64(st, 4, n);
+	int rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		return store_sqlite_error(db, rc, "recording this device's chain");
+	db->own_run_lo = lo;
+	db->own_run_open = 1;
+	return WEFT_OK;
+}
+
 /*
  * A fork: another event at this author's sequence number, or a chain link
  * that disagrees with a stored neighbour. Both events are validly signed,
@@ -752,11 +798,12 @@ int store_insert_event(weft_db *db, const struct weft_event *ev, int own_next,
 		return rc;
 	*status = WEFT_INGEST_NEW;
 	chain_near c;
+	memset(&c, 0, sizeof(c));
 	if (own_next) {
 		pred = ev->seq > 1 ? db->own_n : 0;
-		if ((rc = chain_runs(db, author, ev->seq, &c)) < 0)
-			return rc;
 	} else {
+		if ((rc = store_settle_own(db)) < 0)
+			return rc;
 		if (memcmp(ev->author, db->id.pk, 32) == 0)
 			db->own_valid = 0; /* own events may come back from a peer */
 		r = &db->recent[(uint64_t)store_idp(ev->prev.bytes) % STORE_RECENT];
@@ -819,7 +866,7 @@ int store_insert_event(weft_db *db, const struct weft_event *ev, int own_next,
 	w->n = n, w->author = author, w->seq = ev->seq, w->id = ev->id;
 	if (own_next)
 		db->own_n = n;
-	if ((rc = chain_add(db, author, ev->seq, n, &c)) < 0)
+	if ((rc = own_next ? own_run_grow(db, author, ev->seq, n) : chain_add(db, author, ev->seq, n, &c)) < 0)
 		return rc;
 	if (forked)
 		rc = author_stmt(db, STMT_FORK_ADD, author, (int64_t)ev->seq, n, "recording a forked chain");

@@ -57,6 +57,8 @@ enum store_stmt {
 	STMT_EVENT_AFTER,
 	STMT_IDEM_LOOKUP,
 	STMT_OWN_HEAD,
+	STMT_OWN_SETTLE,
+	STMT_OWN_RUN_OPEN,
 	STMT_DATA_VERSION,
 	STMT_META_GET,
 	STMT_META_SET,
@@ -132,7 +134,10 @@ struct weft_db {
 	int64_t n_next;
 	uint64_t own_seq;
 	weft_id own_id;
-	int64_t own_n; /* the head's row */
+	int64_t own_n;      /* the head's row */
+	int64_t own_run_lo; /* the first seq of the head's run, 0: none */
+	int own_run_open;   /* that run is open (weft_chain.open_n) */
+	int own_settled;    /* store_settle_own ran in this transaction */
 	int own_forked; /* this device's chain has a fork (with own_valid) */
 	/* The reconciliation watermark, read once per write transaction
 	 * (core/buckets.c); store_begin, store_commit and store_rollback
@@ -241,6 +246,18 @@ int store_event_id(weft_db *db, int64_t n, weft_id *out);
 #define STORE_EVENT_COLUMNS                                                  \
 	"e.idp, a.pk, e.seq, e.prev, e.hlc, s.name, k.name, e.idem, "         \
 	"e.erased, e.sig, e.payload, e.author, e.n"
+/*
+ * The last run of this device's chain may be open (weft_chain.open_n): the
+ * rows after open_n are this device's next events, so an append does not
+ * rewrite the run. Its true end, as SQL over weft_chain row r.
+ */
+#define STORE_RUN_HI(r) r ".hi + coalesce((SELECT max(n) FROM weft_event) - " r ".open_n, 0)"
+#define STORE_RUN_HI_N(r)                                                                    \
+	"CASE WHEN " r ".open_n < (SELECT max(n) FROM weft_event) THEN (SELECT max(n) FROM weft_event) " \
+	"ELSE " r ".hi_n END"
+/* Closes this device's open run (before anything else is stored in the
+ * transaction: other rows must not follow open_n). */
+int store_settle_own(weft_db *db);
 /* Their indexes. */
 enum { EC_IDP, EC_PK, EC_SEQ, EC_PREV, EC_HLC, EC_SCOPE, EC_KIND, EC_IDEM, EC_ERASED, EC_SIG, EC_PAYLOAD, EC_AUTHOR,
        EC_N };

@@ -419,6 +419,86 @@ static void test_store_restored_device_continues_its_chain(void **state)
 	weft_db_close(a2);
 }
 
+/* The head and id of this device's chain as weft_db_heads reports it. */
+typedef struct own_head_seen {
+	const unsigned char *pk;
+	uint64_t seq;
+	weft_id id;
+} own_head_seen;
+
+static int find_own_head(const unsigned char *author, uint64_t seq, const weft_id *id, int forked, void *p)
+{
+	own_head_seen *h = p;
+	(void)forked;
+	if (memcmp(author, h->pk, 32) == 0) {
+		h->seq = seq;
+		h->id = *id;
+	}
+	return 0;
+}
+
+/* Appends do not rewrite the device's chain run (core/store.h, open_n): its
+ * head, count and next seq stay right across ingests in between, a second
+ * handle on the same store, and reopening. */
+static void test_store_own_run_stays_right_without_rewrites(void **state)
+{
+	fixture *f = *state;
+	weft_db *a = tu_open(f->dir, "a.db", &f->clock, 1);
+	weft_db *a2 = tu_open(f->dir, "a.db", &f->clock, 1);
+	weft_id last, id;
+	uint64_t t = (f->clock.now_ms - 1000) << 16;
+	fork2 k;
+	fork2_forge(&k, t);
+	int appended = 0;
+	for (int round = 0; round < 3; round++) {
+		for (int i = 0; i < 5; i++, appended++)
+			tu_ok(a, weft_db_append(&last, a, "home", "note", NULL, "p", 1));
+		/* Another author's event stored in between, by either handle. */
+		weft_ingest_status st;
+		weft_db *via = round % 2 ? a2 : a;
+		tu_ok(via, weft_db_ingest(&st, via, k.e[round], k.len[round]));
+	}
+	/* The second handle appends next: it continues the chain. */
+	tu_ok(a2, weft_db_append(&id, a2, "home", "note", NULL, "q", 1));
+	appended++;
+	weft_event *ev;
+	tu_ok(a2, weft_db_get(&ev, a2, &id));
+	assert_int_equal(weft_event_seq(ev), appended);
+	assert_memory_equal(weft_event_prev(ev)->bytes, last.bytes, 32);
+	weft_event_free(ev);
+	tu_ok(a, weft_db_append(&last, a, "home", "note", NULL, "r", 1));
+	appended++;
+	weft_db_close(a2);
+	weft_db_close(a);
+
+	a = tu_open(f->dir, "a.db", &f->clock, 1);
+	weft_db_stats s;
+	tu_ok(a, weft_db_stats_get(&s, a));
+	assert_int_equal(s.own_events, appended);
+	assert_int_equal(s.forked_authors, 1); /* author 7 */
+	own_head_seen h = {weft_db_public_key(a), 0, {{0}}};
+	tu_ok(a, weft_db_heads(a, find_own_head, &h));
+	assert_int_equal(h.seq, appended);
+	assert_memory_equal(h.id.bytes, last.bytes, 32);
+	tu_ok(a, weft_db_append(&id, a, "home", "note", NULL, "s", 1));
+	tu_ok(a, weft_db_get(&ev, a, &id));
+	assert_int_equal(weft_event_seq(ev), appended + 1);
+	assert_memory_equal(weft_event_prev(ev)->bytes, last.bytes, 32);
+	weft_event_free(ev);
+	/* Own events arriving back from a peer are duplicates, not a fork. */
+	size_t len;
+	unsigned char *e = encoded(a, &last, &len);
+	weft_ingest_status st;
+	tu_ok(a, weft_db_ingest(&st, a, e, len));
+	assert_int_equal(st, WEFT_INGEST_DUPLICATE);
+	free(e);
+	weft_verify_report r;
+	tu_ok(a, weft_db_verify(&r, a, NULL, NULL));
+	assert_int_equal(r.broken_links, 0);
+	fork2_free(&k);
+	weft_db_close(a);
+}
+
 /* Two stores with one key each wrote a seq 2: once the other side's
  * event arrives, this device's chain is forked, and its next event must
  * still read back with the prev it was signed with. */
@@ -1201,6 +1281,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_store_refuses_newer_schema_and_foreign_files, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_new_files_are_private, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_readonly_refuses_writes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_own_run_stays_right_without_rewrites, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_upgrades_a_schema_2_store, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_iterates_in_time_order_with_filters, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_survives_allocation_failures, setup, teardown),
