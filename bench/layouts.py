@@ -69,7 +69,7 @@ def kind_ref(k):
     return kinds.setdefault(k, len(kinds) + 1)
 def idp(i):
     return struct.unpack(">q", i[:8])[0]
-# L0: today's layout (core/db.c schema_v1), for calibration.
+# L0: the first layout (store schema 1, before target 8 work), for calibration.
 layout("L0", """CREATE TABLE e(n INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE, author INTEGER NOT NULL,
   seq INTEGER NOT NULL, prev BLOB, hlc INTEGER NOT NULL, scope INTEGER NOT NULL, kind TEXT NOT NULL, idem TEXT,
   payload_len INTEGER NOT NULL, payload_hash BLOB NOT NULL, sig BLOB NOT NULL, payload BLOB);
