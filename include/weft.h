@@ -183,6 +183,10 @@ typedef struct weft_open_options {
  * transaction, the first time it is opened read-write), WEFT_ECORRUPT, WEFT_EIO,
  * WEFT_EBUSY, WEFT_EINVAL. On failure *out is NULL and weft_error_last()
  * holds the message.
+ *
+ * Memory: a handle that reads or stores events keeps a cache of event ids
+ * of up to 2.5 MiB (the store keeps only 6 bytes of each id and re-derives
+ * the rest; docs/FORMAT.md section 5), freed by weft_db_close.
  */
 WEFT_EXTERN int weft_db_open(weft_db **out, const char *path,
                              const weft_open_options *opts);
