@@ -349,7 +349,14 @@ void store_erased_put(unsigned char out[STORE_ERASED_BYTES], uint32_t len, const
 	memcpy(out + 4, hash, 32);
 }
 
-static int idp_corrupt(weft_db *db, int64_t idp, int64_t n, const char *what);
+static int idp_corrupt(weft_db *db, int64_t idp, int64_t n, const char *what)
+{
+	/* Named by the bytes of its id the row keeps, as hex. */
+	uint64_t v = (uint64_t)idp & ((UINT64_C(1) << (8 * STORE_IDP_BYTES)) - 1);
+	return err_set(&db->err, WEFT_ECORRUPT, "stored event %0*llx… (row %lld) %s: the store was altered; "
+	               "run `weft verify` and restore from a peer", 2 * STORE_IDP_BYTES, (unsigned long long)v,
+	               (long long)n, what);
+}
 
 static int row_corrupt(weft_db *db, sqlite3_stmt *st, const char *what)
 {
@@ -387,7 +394,7 @@ static int row_fields(weft_db *db, sqlite3_stmt *st, struct weft_event *f, const
 	bad |= text_col(st, EC_IDEM, f->idem, WEFT_IDEM_KEY_MAX, 1);
 	bad |= blob_col(st, EC_SIG, f->sig, 64);
 	if (sqlite3_column_type(st, EC_PAYLOAD) != SQLITE_NULL) {
-		/* Present: its length and hash are re-derived (row_hash_payload). */
+		/* Present: its length is re-derived here, its hash by the caller. */
 		*payload = sqlite3_column_blob(st, EC_PAYLOAD);
 		if (!*payload)
 			*payload = "";
@@ -402,15 +409,6 @@ static int row_fields(weft_db *db, sqlite3_stmt *st, struct weft_event *f, const
 		memcpy(f->payload_hash, erased + 4, 32);
 	}
 	return bad ? row_corrupt(db, st, "has a malformed column") : WEFT_OK;
-}
-
-static int idp_corrupt(weft_db *db, int64_t idp, int64_t n, const char *what)
-{
-	/* Named by the bytes of its id the row keeps, as hex. */
-	uint64_t v = (uint64_t)idp & ((UINT64_C(1) << (8 * STORE_IDP_BYTES)) - 1);
-	return err_set(&db->err, WEFT_ECORRUPT, "stored event %0*llx… (row %lld) %s: the store was altered; "
-	               "run `weft verify` and restore from a peer", 2 * STORE_IDP_BYTES, (unsigned long long)v,
-	               (long long)n, what);
 }
 
 /* Checks the id derived from st's row against the 6 bytes the row keeps. */
@@ -511,11 +509,17 @@ int store_row_event(struct weft_event **out, weft_db *db, sqlite3_stmt *st)
 /*
  * Finds the stored event with this id: its row, author and seq (*n = 0
  * when it is not stored). With hlc > 0, only among events of that stamp.
- * A damaged row among the candidates is passed over: a good copy of the
- * event may be stored again (weft_db_verify reports the damage).
+ * Events just stored are found without SQL (db->recent). A damaged row
+ * among the candidates is passed over: a good copy of the event may be
+ * stored again (weft_db_verify reports the damage).
  */
 static int find_event(weft_db *db, const unsigned char id[32], int64_t hlc, int64_t *n, int64_t *author, uint64_t *seq)
 {
+	const struct store_recent *r = &db->recent[(uint64_t)store_idp(id) % STORE_RECENT];
+	if (r->n && memcmp(r->id.bytes, id, 32) == 0) {
+		*n = r->n, *author = r->author, *seq = r->seq;
+		return WEFT_OK;
+	}
 	sqlite3_stmt *st = store_stmt(db, hlc ? STMT_EVENT_AT_IDP : STMT_EVENT_BY_IDP);
 	if (!st)
 		return db->err.code;
@@ -623,9 +627,11 @@ static int chain_add(weft_db *db, int64_t author, uint64_t seq, int64_t n, const
 	return c->right_lo ? run_write(db, how, author, lo, c->right_hi, c->right_n) : run_write(db, how, author, lo, s, n);
 }
 
-/* For an author with a fork: what weft_fork lists around seq. */
+/* For an author with a fork: which of seq - 1, seq, seq + 1 weft_fork
+ * lists (replacing what the runs said; the rest of c stays). */
 static int chain_forked(weft_db *db, int64_t author, const struct weft_event *ev, chain_near *c, int *next_links)
 {
+	c->held = c->held_prev = c->held_next = 0;
 	sqlite3_stmt *st = store_stmt(db, STMT_FORK_NEAR);
 	if (!st)
 		return db->err.code;
@@ -784,10 +790,7 @@ int store_insert_event(weft_db *db, const struct weft_event *ev, int own_next,
 	int rc, forked = 0, next_links = 0;
 	int64_t n = 0, pred = 0, pauthor = 0, author, scope, kind;
 	uint64_t pseq = 0;
-	const struct store_recent *r = &db->recent[(uint64_t)store_idp(ev->id.bytes) % STORE_RECENT];
-	if (!own_next && r->n && memcmp(r->id.bytes, ev->id.bytes, 32) == 0)
-		n = r->n;
-	else if (!own_next && (rc = find_event(db, ev->id.bytes, (int64_t)ev->hlc, &n, &pauthor, &pseq)) < 0)
+	if (!own_next && (rc = find_event(db, ev->id.bytes, (int64_t)ev->hlc, &n, &pauthor, &pseq)) < 0)
 		return rc;
 	if (!own_next && n) {
 		*status = WEFT_INGEST_DUPLICATE;
@@ -806,21 +809,15 @@ int store_insert_event(weft_db *db, const struct weft_event *ev, int own_next,
 			return rc;
 		if (memcmp(ev->author, db->id.pk, 32) == 0)
 			db->own_valid = 0; /* own events may come back from a peer */
-		r = &db->recent[(uint64_t)store_idp(ev->prev.bytes) % STORE_RECENT];
-		if (ev->seq > 1 && r->n && memcmp(r->id.bytes, ev->prev.bytes, 32) == 0)
-			pred = r->n, pauthor = r->author, pseq = r->seq;
-		else if (ev->seq > 1 && (rc = find_event(db, ev->prev.bytes, 0, &pred, &pauthor, &pseq)) < 0)
+		if (ev->seq > 1 && (rc = find_event(db, ev->prev.bytes, 0, &pred, &pauthor, &pseq)) < 0)
 			return rc;
 		if (pred && (pauthor != author || pseq + 1 != ev->seq))
 			pred = 0; /* names an event that is not the author's previous one */
 		if ((rc = author_forked(db, author, &forked)) < 0 || (rc = chain_runs(db, author, ev->seq, &c)) < 0)
 			return rc;
 		if (forked) {
-			chain_near f = c;
-			f.held = f.held_prev = f.held_next = 0;
-			if ((rc = chain_forked(db, author, ev, &f, &next_links)) < 0)
+			if ((rc = chain_forked(db, author, ev, &c, &next_links)) < 0)
 				return rc;
-			c.held = f.held, c.held_prev = f.held_prev, c.held_next = f.held_next;
 		} else if (c.held_next && (rc = successor_links(db, author, ev, &next_links)) < 0) {
 			return rc;
 		}

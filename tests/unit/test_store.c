@@ -55,6 +55,17 @@ static unsigned char *encoded(weft_db *db, const weft_id *id, size_t *len)
 	return copy;
 }
 
+/* The stored event id: at seq, its prev the id given. */
+static void expect_link(weft_db *db, const weft_id *id, uint64_t seq, const weft_id *prev)
+{
+	weft_event *ev;
+	tu_ok(db, weft_db_get(&ev, db, id));
+	assert_int_equal(weft_event_seq(ev), seq);
+	assert_non_null(weft_event_prev(ev));
+	assert_memory_equal(weft_event_prev(ev)->bytes, prev->bytes, 32);
+	weft_event_free(ev);
+}
+
 static void test_store_append_links_a_signed_chain(void **state)
 {
 	fixture *f = *state;
@@ -123,11 +134,7 @@ static void test_store_persists_across_reopen(void **state)
 	db = tu_open(f->dir, "a.db", &f->clock, 1);
 	assert_int_equal(count_events(db), 1);
 	tu_ok(db, weft_db_append(&b, db, "home", "note", NULL, "y", 1));
-	weft_event *ev;
-	tu_ok(db, weft_db_get(&ev, db, &b));
-	assert_int_equal(weft_event_seq(ev), 2);
-	assert_memory_equal(weft_event_prev(ev)->bytes, a.bytes, 32);
-	weft_event_free(ev);
+	expect_link(db, &b, 2, &a);
 	weft_db_close(db);
 }
 
@@ -406,11 +413,7 @@ static void test_store_restored_device_continues_its_chain(void **state)
 		free(e);
 	}
 	tu_ok(a2, weft_db_append(&next, a2, "home", "note", NULL, "q", 1));
-	weft_event *ev;
-	tu_ok(a2, weft_db_get(&ev, a2, &next));
-	assert_int_equal(weft_event_seq(ev), 4);
-	assert_memory_equal(weft_event_prev(ev)->bytes, ids[2].bytes, 32);
-	weft_event_free(ev);
+	expect_link(a2, &next, 4, &ids[2]);
 	weft_db_stats s;
 	tu_ok(a2, weft_db_stats_get(&s, a2));
 	assert_int_equal(s.forked_authors, 0);
@@ -461,11 +464,7 @@ static void test_store_own_run_stays_right_without_rewrites(void **state)
 	/* The second handle appends next: it continues the chain. */
 	tu_ok(a2, weft_db_append(&id, a2, "home", "note", NULL, "q", 1));
 	appended++;
-	weft_event *ev;
-	tu_ok(a2, weft_db_get(&ev, a2, &id));
-	assert_int_equal(weft_event_seq(ev), appended);
-	assert_memory_equal(weft_event_prev(ev)->bytes, last.bytes, 32);
-	weft_event_free(ev);
+	expect_link(a2, &id, appended, &last);
 	tu_ok(a, weft_db_append(&last, a, "home", "note", NULL, "r", 1));
 	appended++;
 	weft_db_close(a2);
@@ -481,10 +480,7 @@ static void test_store_own_run_stays_right_without_rewrites(void **state)
 	assert_int_equal(h.seq, appended);
 	assert_memory_equal(h.id.bytes, last.bytes, 32);
 	tu_ok(a, weft_db_append(&id, a, "home", "note", NULL, "s", 1));
-	tu_ok(a, weft_db_get(&ev, a, &id));
-	assert_int_equal(weft_event_seq(ev), appended + 1);
-	assert_memory_equal(weft_event_prev(ev)->bytes, last.bytes, 32);
-	weft_event_free(ev);
+	expect_link(a, &id, appended + 1, &last);
 	/* Own events arriving back from a peer are duplicates, not a fork. */
 	size_t len;
 	unsigned char *e = encoded(a, &last, &len);
@@ -777,11 +773,7 @@ static void test_store_upgrades_a_schema_2_store(void **state)
 	/* The chain goes on from its head; the idempotency key still holds. */
 	weft_id next;
 	tu_ok(a, weft_db_append(&next, a, "home", "note", NULL, "71", 2));
-	weft_event *ev;
-	tu_ok(a, weft_db_get(&ev, a, &next));
-	assert_int_equal(weft_event_seq(ev), 71);
-	assert_memory_equal(weft_event_prev(ev)->bytes, id.bytes, 32);
-	weft_event_free(ev);
+	expect_link(a, &next, 71, &id);
 	tu_expect(a, weft_db_append(&next, a, "home", "note", "key-5", "again", 5), WEFT_DUPLICATE);
 	/* The forked author's next event joins the branch it names. */
 	weft_id z;
