@@ -131,6 +131,21 @@ static double median(const double *v, int n)
 	return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
 }
 
+/* What one side's commit times look like: median, 99th percentile, and
+ * the share of all time spent in the slowest 2 % of commits (those that
+ * run a WAL checkpoint). Sorts lat. */
+static void commit_spread(char *out, size_t cap, double *lat, int n)
+{
+	double all = 0, slow = 0;
+	for (int i = 0; i < n; i++)
+		all += lat[i];
+	qsort(lat, (size_t)n, sizeof(double), cmp_double);
+	for (int i = n - n / 50; i < n; i++)
+		slow += lat[i];
+	snprintf(out, cap, "p50 %.0f us, p99 %.0f us, slowest 2%% %.1f%% of the time", lat[n / 2] * 1e6,
+	         lat[n - 1 - n / 100] * 1e6, all > 0 ? 100 * slow / all : 0);
+}
+
 /* snprintf into a path buffer; a path that does not fit is fatal. */
 static void fmt_path(char *out, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void fmt_path(char *out, size_t cap, const char *fmt, ...)
@@ -801,6 +816,9 @@ static void bench_txn(int target, int ntx, int per_tx)
 	double w[MAX_RUNS], b[MAX_RUNS];
 	char wp[4200], bp[4200];
 	int rows = ntx * per_tx;
+	double *wlat = malloc((size_t)ntx * sizeof(double)), *bl = malloc((size_t)ntx * sizeof(double));
+	if (!wlat || !bl)
+		die("out of memory");
 	for (int r = 0; r < cfg.runs; r++) {
 		/* Baseline: plain SQLite, same rows, same batching. */
 		path_join(bp, sizeof(bp), cfg.dir, "plain.db");
@@ -808,10 +826,12 @@ static void bench_txn(int target, int ntx, int per_tx)
 		sqlite3_stmt *ins = plain_insert(s);
 		double t0 = now_s(), c0 = cpu_s(), io0 = written_bytes();
 		for (int t = 0; t < ntx; t++) {
+			double c = now_s();
 			plain_exec(s, "BEGIN");
 			for (int k = 0; k < per_tx; k++)
 				plain_row(s, ins, (int64_t)t * per_tx + k);
 			plain_exec(s, "COMMIT");
+			bl[t] = now_s() - c;
 		}
 		b[r] = now_s() - t0;
 		double bc = cpu_s() - c0, bio = written_bytes() - io0;
@@ -827,6 +847,7 @@ static void bench_txn(int target, int ntx, int per_tx)
 		c0 = cpu_s();
 		io0 = written_bytes();
 		for (int t = 0; t < ntx; t++) {
+			double c = now_s();
 			weft_txn *tx;
 			if (weft_txn_begin(&tx, db, SCOPE, NULL) < 0)
 				die("txn begin: %s", weft_errmsg(db));
@@ -834,6 +855,7 @@ static void bench_txn(int target, int ntx, int per_tx)
 				weft_row(tx, db, (int64_t)t * per_tx + k);
 			if (weft_txn_commit(NULL, tx) < 0)
 				die("txn commit: %s", weft_errmsg(db));
+			wlat[t] = now_s() - c;
 		}
 		w[r] = now_s() - t0;
 		double wc = cpu_s() - c0, wio = written_bytes() - io0;
@@ -843,7 +865,13 @@ static void bench_txn(int target, int ntx, int per_tx)
 		rm_store(wp);
 		note("target %d run %d: weft %.3f s (cpu %.3f s, wrote %.1f KiB/txn), sqlite %.3f s (cpu %.3f s, "
 		     "wrote %.1f KiB/txn)", target, r + 1, w[r], wc, wio / 1024 / ntx, b[r], bc, bio / 1024 / ntx);
+		char ws[96], bs[96];
+		commit_spread(ws, sizeof(ws), wlat, ntx);
+		commit_spread(bs, sizeof(bs), bl, ntx);
+		note("  per commit: weft %s; sqlite %s", ws, bs);
 	}
+	free(wlat);
+	free(bl);
 	double mw = median(w, cfg.runs), mb = median(b, cfg.runs), ratio = mw / mb;
 	char sw[40], sb[40], t1[16], t2[16], rs[24], wl[80], lbl[24];
 	double limit = target == 1 ? 2.5 : 1.25;
