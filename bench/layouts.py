@@ -12,7 +12,8 @@ atexit.register(shutil.rmtree, work, True)
 s = sqlite3.connect(src)
 ver = s.execute("PRAGMA user_version").fetchone()[0]
 if ver >= 3:
-    # Store schema 3 (core/db.c since target 8 was met): ids re-derived from
+    # Store schema 3 or 4 (core/db.c since target 8 was met; 4 adds only seals,
+    # which a closed store no longer holds): ids re-derived from
     # the rows, as core/store.c does (docs/FORMAT.md sections 1 and 5).
     ids = {}
     rows = []

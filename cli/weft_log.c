@@ -238,6 +238,9 @@ int cmd_verify(cli *c)
 			printf("; %llu fork(s) and %llu disagreeing chain link(s) kept as evidence of authors "
 			       "who signed two histories (see `weft heads`)", (unsigned long long)r.forks,
 			       (unsigned long long)r.broken_links);
+		if (r.unsigned_own)
+			printf("; %llu of this device's newest events are stored but not signed yet (the writer "
+			       "signs them; after a crash, the next read-write open does)", (unsigned long long)r.unsigned_own);
 		printf("\n");
 		status = CLI_OK;
 	} else if (rc == WEFT_ECORRUPT) {
@@ -302,6 +305,15 @@ int cmd_export(cli *c)
 		while ((rc = weft_iter_next(&ev, it)) == WEFT_OK) {
 			size_t len;
 			const void *b = weft_event_bytes(ev, &len);
+			if (!b) {
+				char a[WEFT_ID_BYTES * 2 + 1];
+				weft_id_to_hex(a, weft_event_id(ev));
+				rc = WEFT_EBUSY;
+				status = cli_fail("event %s of this device is stored but its signature is not written "
+				                  "yet (its writer writes it on its next write or when it closes); export "
+				                  "again then", a);
+				break;
+			}
 			unsigned char hdr[4];
 			codec_put_u32(hdr, (uint32_t)len);
 			fwrite(hdr, 1, 4, f);
@@ -309,7 +321,7 @@ int cmd_export(cli *c)
 			n++;
 		}
 	}
-	if (rc != WEFT_ITEROVER)
+	if (rc != WEFT_ITEROVER && status == CLI_OK)
 		status = cli_fail("%s", weft_errmsg(db));
 	if ((out ? fclose(f) : fflush(f)) != 0 && status == CLI_OK)
 		status = cli_fail("cannot write the export: %s", strerror(errno));

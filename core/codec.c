@@ -165,9 +165,23 @@ static uint32_t effective_limit(uint32_t max_payload)
 	return max_payload > WEFT_PAYLOAD_HARD_MAX ? WEFT_PAYLOAD_HARD_MAX : max_payload;
 }
 
-int codec_event_build(struct weft_event **out, const event_fields *f,
-                      const unsigned char sk[64], uint32_t max_payload,
-                      weft_err *err)
+void codec_sign_id(unsigned char sig[64], const weft_id *id, const unsigned char sk[64])
+{
+	unsigned char msg[sizeof(EVENT_SIG_DOMAIN) + 32];
+	sig_message(msg, id);
+	crypto_sign_detached(sig, NULL, msg, sizeof(msg), sk);
+}
+
+void codec_event_set_sig(struct weft_event *ev, const unsigned char sig[64])
+{
+	memcpy(ev->sig, sig, 64);
+	memcpy(ev->enc + ev->header_len, sig, 64);
+}
+
+/* codec_event_build and codec_event_build_unsigned: signs with sk unless
+ * it is NULL. */
+static int build(struct weft_event **out, const event_fields *f, const unsigned char author[32],
+                 const unsigned char *sk, uint32_t max_payload, weft_err *err)
 {
 	*out = NULL;
 	uint32_t limit = effective_limit(max_payload);
@@ -192,7 +206,7 @@ int codec_event_build(struct weft_event **out, const event_fields *f,
 	if (!ev)
 		return err_set(err, WEFT_ENOMEM, "out of memory building an event");
 	ev->version = EVENT_FORMAT_VERSION;
-	crypto_sign_ed25519_sk_to_pk(ev->author, sk);
+	memcpy(ev->author, author, 32);
 	ev->seq = f->seq;
 	if (f->prev)
 		ev->prev = *f->prev;
@@ -209,9 +223,8 @@ int codec_event_build(struct weft_event **out, const event_fields *f,
 	unsigned char header[EVENT_HEADER_MAX];
 	size_t hlen = header_encode(header, ev);
 	crypto_generichash(ev->id.bytes, 32, header, hlen, NULL, 0);
-	unsigned char msg[sizeof(EVENT_SIG_DOMAIN) + 32];
-	sig_message(msg, &ev->id);
-	crypto_sign_detached(ev->sig, NULL, msg, sizeof(msg), sk);
+	if (sk)
+		codec_sign_id(ev->sig, &ev->id, sk);
 	int rc = encode_into(ev, f->payload ? f->payload : "", err);
 	if (rc < 0) {
 		codec_event_free(ev);
@@ -219,6 +232,20 @@ int codec_event_build(struct weft_event **out, const event_fields *f,
 	}
 	*out = ev;
 	return WEFT_OK;
+}
+
+int codec_event_build(struct weft_event **out, const event_fields *f, const unsigned char sk[64],
+                      uint32_t max_payload, weft_err *err)
+{
+	unsigned char author[32];
+	crypto_sign_ed25519_sk_to_pk(author, sk);
+	return build(out, f, author, sk, max_payload, err);
+}
+
+int codec_event_build_unsigned(struct weft_event **out, const event_fields *f, const unsigned char author[32],
+                               uint32_t max_payload, weft_err *err)
+{
+	return build(out, f, author, NULL, max_payload, err);
 }
 
 void codec_event_hash_id(struct weft_event *ev)
@@ -493,8 +520,8 @@ const void *weft_event_payload(const weft_event *ev, size_t *len)
 const void *weft_event_bytes(const weft_event *ev, size_t *len)
 {
 	if (len)
-		*len = ev->enc_len;
-	return ev->enc;
+		*len = ev->sealed ? 0 : ev->enc_len;
+	return ev->sealed ? NULL : ev->enc;
 }
 
 int weft_event_decode(weft_event **out, const void *bytes, size_t len,

@@ -41,6 +41,9 @@ struct weft_event {
 	uint32_t payload_len;
 	unsigned char payload_hash[32];
 	unsigned char sig[WEFT_SIGNATURE_BYTES];
+	/* An own event not signed yet: sig[0..31] holds its seal (core/signer.h);
+	 * such an event is stored, never sent. */
+	uint8_t sealed;
 	const unsigned char *payload; /* into enc; NULL if erased */
 	unsigned char *enc;           /* canonical encoding, owned */
 	size_t enc_len;
@@ -69,6 +72,15 @@ int codec_idem_ok(const char *s);
 int codec_event_build(struct weft_event **out, const event_fields *f,
                       const unsigned char sk[64], uint32_t max_payload,
                       weft_err *err);
+
+/* The same, unsigned (signature all zero): for an own event stored with a
+ * seal and signed after its commit (core/signer.c). */
+int codec_event_build_unsigned(struct weft_event **out, const event_fields *f, const unsigned char author[32],
+                               uint32_t max_payload, weft_err *err);
+/* The signature of the event with this id. */
+void codec_sign_id(unsigned char sig[64], const weft_id *id, const unsigned char sk[64]);
+/* Puts sig into ev: its field and its encoding. */
+void codec_event_set_sig(struct weft_event *ev, const unsigned char sig[64]);
 
 /* Decodes a canonical encoding: structure, limits, payload hash, id. The
  * signature is NOT checked (codec_event_verify_sig does, so that callers

@@ -10,6 +10,7 @@
 #include "core/ingest.h"
 #include "core/project.h"
 #include "core/store.h"
+#include "core/signer.h"
 #include "core/walbuf.h"
 #include "platform/platform.h"
 
@@ -27,6 +28,11 @@ static const char schema_base[] =
 	"  perms INTEGER NOT NULL,"
 	"  tls_hash BLOB,"                  /* pinned once endorsed */
 	"  added INTEGER NOT NULL) WITHOUT ROWID;";
+
+/* Own events stored with a seal, not signed yet (core/signer.h): found
+ * after a crash. Schema 4. */
+#define SCHEMA_SEALED_INDEX \
+	"CREATE INDEX IF NOT EXISTS weft_event_sealed ON weft_event(n) WHERE typeof(sig) = 'text';"
 
 /* Layout: docs/FORMAT.md section 5 and core/store.h. What can be
  * re-derived is not stored: the id (but its first 6 bytes), prev when
@@ -51,6 +57,7 @@ static const char schema_events[] =
 	"CREATE INDEX weft_event_idem ON weft_event(scope, idem) WHERE idem IS NOT NULL;"
 	/* Events stored before their predecessor, found when it arrives. */
 	"CREATE INDEX weft_event_waiting ON weft_event(author, seq) WHERE typeof(prev) = 'blob';"
+	SCHEMA_SEALED_INDEX
 	/* The sequence numbers stored per author, as runs [lo, hi]. */
 	/* open_n, on this device's last run only: every row after row open_n
 	 * is this device's next event (the run is not rewritten per append;
@@ -82,8 +89,9 @@ static const char migrate_v2_after[] =
 	"  AND e.seq = weft_chain.hi);"
 	"INSERT INTO weft_fork(author, seq, n) SELECT e.author, e.seq, e.n FROM weft_event_v2 e "
 	"  JOIN weft_author a ON a.ref = e.author WHERE a.forked;"
-	"DROP TABLE weft_event_v2;"
-	"PRAGMA user_version = 3;";
+	"DROP TABLE weft_event_v2;";
+/* Schema 3 to 4: a seal may stand in for a signature; the index finds them. */
+static const char migrate_v3[] = SCHEMA_SEALED_INDEX "PRAGMA user_version = 4;";
 
 const char *weft_version(void) { return WEFT_VERSION_STRING; }
 int weft_version_number(void) { return WEFT_VERSION_NUMBER; }
@@ -203,7 +211,8 @@ static int check_schema(weft_db *db, int *is_new, int *ver_out)
 		               "its events, then `weft import` them into a new store", db->path);
 	if (ver < 1)
 		return err_set(&db->err, WEFT_ECORRUPT, "%s has an unknown store schema version %d", db->path, ver);
-	if (ver < STORE_SCHEMA_VERSION && db->readonly)
+	/* Schema 3 reads as 4 (no row of it holds a seal). */
+	if (ver < 3 && db->readonly)
 		return err_set(&db->err, WEFT_EVERSION, "%s has store schema %d, which this version upgrades to %d "
 		               "when it opens the store read-write; open it once without WEFT_OPEN_READONLY",
 		               db->path, ver, STORE_SCHEMA_VERSION);
@@ -211,15 +220,17 @@ static int check_schema(weft_db *db, int *is_new, int *ver_out)
 	return WEFT_OK;
 }
 
-/* Schema 2 to 3 in one transaction: all or nothing. */
-static int upgrade_schema(weft_db *db)
+/* Schema 2 or 3 to 4 in one transaction: all or nothing. */
+static int upgrade_schema(weft_db *db, int ver)
 {
-	const char *doing = "upgrading the store to schema 3";
+	const char *doing = "upgrading the store to schema 4";
 	int rc = store_begin(db);
 	if (rc < 0)
 		return rc;
-	if ((rc = store_exec(db, migrate_v2_before, doing)) < 0 || (rc = store_exec(db, schema_events, doing)) < 0 ||
-	    (rc = store_exec(db, migrate_v2_after, doing)) < 0) {
+	if ((ver == 2 && ((rc = store_exec(db, migrate_v2_before, doing)) < 0 ||
+	                  (rc = store_exec(db, schema_events, doing)) < 0 ||
+	                  (rc = store_exec(db, migrate_v2_after, doing)) < 0)) ||
+	    (rc = store_exec(db, migrate_v3, doing)) < 0) {
 		store_rollback(db);
 		return rc;
 	}
@@ -297,8 +308,10 @@ static void db_free(weft_db *db)
 
 void weft_db_close(weft_db *db)
 {
-	if (db)
-		db_free(db);
+	if (!db)
+		return;
+	signer_close(db);
+	db_free(db);
 }
 
 static int open_fail(weft_db *db, int rc)
@@ -427,7 +440,7 @@ int weft_db_open(weft_db **out, const char *path, const weft_open_options *opts)
 		}
 		if ((rc = create_schema(db)) < 0)
 			goto fail;
-	} else if (ver < STORE_SCHEMA_VERSION && (rc = upgrade_schema(db)) < 0) {
+	} else if (ver < STORE_SCHEMA_VERSION && !db->readonly && (rc = upgrade_schema(db, ver)) < 0) {
 		goto fail;
 	}
 
@@ -456,7 +469,8 @@ int weft_db_open(weft_db **out, const char *path, const weft_open_options *opts)
 		             "(the store belongs to %s); use that device's key file", db->id.device_id, a);
 		goto fail;
 	}
-	if ((rc = self_ref(db)) < 0 || (rc = project_load(db)) < 0 || (rc = buckets_open(db)) < 0)
+	if ((rc = self_ref(db)) < 0 || (rc = project_load(db)) < 0 || (rc = buckets_open(db)) < 0 ||
+	    (!db->readonly && (rc = signer_recover(db)) < 0))
 		goto fail;
 	err_clear(&db->err);
 	*out = db;
@@ -632,9 +646,17 @@ int weft_db_append(weft_id *out, weft_db *db, const char *scope, const char *kin
 		.payload = payload,
 		.payload_len = payload_len,
 	};
+	/* Sealed now, signed after the commit (core/signer.h), unless too
+	 * many wait already. */
+	int sealed = signer_room(db);
 	struct weft_event *ev;
-	if ((rc = codec_event_build(&ev, &f, db->id.sk, db->max_payload, &db->err)) < 0)
+	if ((rc = sealed ? codec_event_build_unsigned(&ev, &f, db->id.pk, db->max_payload, &db->err)
+	                 : codec_event_build(&ev, &f, db->id.sk, db->max_payload, &db->err)) < 0)
 		goto fail;
+	if (sealed) {
+		identity_seal(&db->id, ev->id.bytes, ev->sig);
+		ev->sealed = 1;
+	}
 	/* Built on the head and the newest stamp just read: unless this
 	 * device's chain is forked, nothing stored can collide with it. */
 	weft_ingest_status status;
@@ -648,10 +670,17 @@ int weft_db_append(weft_id *out, weft_db *db, const char *scope, const char *kin
 		db->own_seq = f.seq;
 		db->own_id = ev->id; /* own_n: set by store_insert_event */
 	}
+	unsigned char seal[IDENTITY_SEAL_BYTES];
+	memcpy(seal, ev->sig, sizeof(seal));
 	codec_event_free(ev);
 	if (rc < 0)
 		goto fail;
-	return store_commit_events(db);
+	int64_t n = db->n_next - 1; /* its row */
+	if ((rc = store_commit_events(db)) < 0)
+		return rc;
+	if (sealed)
+		signer_push(db, n, out, seal);
+	return rc;
 fail:
 	store_rollback(db);
 	return rc;

@@ -124,7 +124,7 @@ int weft_device_id_parse(unsigned char pk[WEFT_PUBLIC_KEY_BYTES], const char *te
 int identity_from_seed(identity *id, const unsigned char *seed, weft_err *err)
 {
 	memset(id, 0, sizeof(*id));
-	id->sk = sodium_malloc(crypto_sign_SECRETKEYBYTES);
+	id->sk = sodium_malloc(crypto_sign_SECRETKEYBYTES + crypto_kdf_KEYBYTES);
 	if (!id->sk)
 		return err_set(err, WEFT_ENOMEM, "out of memory for the device key");
 	if (seed) {
@@ -132,8 +132,16 @@ int identity_from_seed(identity *id, const unsigned char *seed, weft_err *err)
 	} else {
 		crypto_sign_keypair(id->pk, id->sk);
 	}
+	/* libsodium keeps the seed in sk[0..31]. */
+	crypto_kdf_derive_from_key(id->sk + crypto_sign_SECRETKEYBYTES, crypto_kdf_KEYBYTES, 1, "weftseal", id->sk);
 	weft_device_id_format(id->device_id, id->pk);
 	return WEFT_OK;
+}
+
+void identity_seal(const identity *id, const unsigned char event_id[32], unsigned char out[IDENTITY_SEAL_BYTES])
+{
+	crypto_generichash(out, IDENTITY_SEAL_BYTES, event_id, 32, id->sk + crypto_sign_SECRETKEYBYTES,
+	                   crypto_kdf_KEYBYTES);
 }
 
 void identity_public_only(identity *id, const unsigned char pk[32])

@@ -10,6 +10,7 @@
 #include "core/buckets.h"
 #include "core/hlc.h"
 #include "core/project.h"
+#include "core/signer.h"
 #include "platform/platform.h"
 
 static const char *const stmt_sql[STMT__COUNT] = {
@@ -27,6 +28,10 @@ static const char *const stmt_sql[STMT__COUNT] = {
 	 * is near the end of it, its id anywhere in the other. */
 	[STMT_EVENT_AT_IDP] = "SELECT n, author, seq FROM weft_event WHERE hlc = ?2 AND +idp = ?1",
 	[STMT_EVENT_ROW] = "SELECT " STORE_EVENT_COLUMNS STORE_EVENT_FROM "WHERE e.n = ?1",
+	/* A signature over the seal it replaces (core/signer.c). */
+	[STMT_SIG_SET] = "UPDATE weft_event SET sig = ?2 WHERE n = ?1 AND sig = ?3",
+	/* Own events stored sealed (weft_event_sealed). */
+	[STMT_SEALED] = "SELECT " STORE_EVENT_COLUMNS STORE_EVENT_FROM "WHERE typeof(e.sig) = 'text'",
 	[STMT_NEXT_N] = "SELECT coalesce(max(n), 0) + 1 FROM weft_event",
 	[STMT_RUNS] = "SELECT lo, hi, hi_n FROM weft_chain WHERE author = ?1 AND lo <= ?2 ORDER BY lo DESC LIMIT 2",
 	[STMT_RUN_SET] = "INSERT OR REPLACE INTO weft_chain(author, lo, hi, hi_n) VALUES (?1, ?2, ?3, ?4)",
@@ -167,7 +172,11 @@ int store_begin(weft_db *db)
 	/* Another connection may have flagged an author since. */
 	memset(db->forks, 0, sizeof(db->forks));
 	db->nbpend = 0;
-	return step_once(db, STMT_BEGIN, "starting a write transaction");
+	int rc = step_once(db, STMT_BEGIN, "starting a write transaction");
+	/* Signatures of own events stored sealed go out with this commit. */
+	if (rc == WEFT_OK && (rc = signer_write(db)) < 0)
+		store_rollback(db);
+	return rc;
 }
 
 int store_commit(weft_db *db)
@@ -177,6 +186,8 @@ int store_commit(weft_db *db)
 	int rc = step_once(db, STMT_COMMIT, "committing");
 	if (rc < 0)
 		store_rollback(db);
+	else
+		signer_committed(db);
 	return rc;
 }
 
@@ -193,6 +204,7 @@ void store_rollback(weft_db *db)
 	memset(db->forks, 0, sizeof(db->forks));
 	memset(db->recent, 0, sizeof(db->recent));
 	db->n_valid = 0;
+	signer_rolled_back(db);
 	if (!sqlite3_get_autocommit(db->sql))
 		sqlite3_exec(db->sql, "ROLLBACK", NULL, NULL, NULL);
 }
@@ -329,6 +341,22 @@ static int blob_col(sqlite3_stmt *st, int col, void *dst, int len)
 	return 0;
 }
 
+const char *store_seal_hex(char out[STORE_SEAL_HEX + 1], const unsigned char seal[IDENTITY_SEAL_BYTES])
+{
+	return sodium_bin2hex(out, STORE_SEAL_HEX + 1, seal, IDENTITY_SEAL_BYTES);
+}
+
+int store_seal_get(sqlite3_stmt *st, unsigned char seal[IDENTITY_SEAL_BYTES])
+{
+	size_t got;
+	const char *hex = (const char *)sqlite3_column_text(st, EC_SIG);
+	return !hex || sqlite3_column_bytes(st, EC_SIG) != STORE_SEAL_HEX ||
+	               sodium_hex2bin(seal, IDENTITY_SEAL_BYTES, hex, STORE_SEAL_HEX, NULL, &got, NULL) != 0 ||
+	               got != IDENTITY_SEAL_BYTES
+	           ? -1
+	           : 0;
+}
+
 static int text_col(sqlite3_stmt *st, int col, char *dst, size_t max, int allow_null)
 {
 	const unsigned char *t = sqlite3_column_text(st, col);
@@ -392,7 +420,9 @@ static int row_fields(weft_db *db, sqlite3_stmt *st, struct weft_event *f, const
 	bad |= text_col(st, EC_SCOPE, f->scope, WEFT_SCOPE_MAX, 0);
 	bad |= text_col(st, EC_KIND, f->kind, WEFT_KIND_MAX, 0);
 	bad |= text_col(st, EC_IDEM, f->idem, WEFT_IDEM_KEY_MAX, 1);
-	bad |= blob_col(st, EC_SIG, f->sig, 64);
+	/* A seal instead (core/signer.h): store_row_event checks it. */
+	f->sealed = STORE_SEALED(st);
+	bad |= f->sealed ? store_seal_get(st, f->sig) : blob_col(st, EC_SIG, f->sig, 64);
 	if (sqlite3_column_type(st, EC_PAYLOAD) != SQLITE_NULL) {
 		/* Present: its length is re-derived here, its hash by the caller. */
 		*payload = sqlite3_column_blob(st, EC_PAYLOAD);
@@ -482,6 +512,28 @@ int store_event_id(weft_db *db, int64_t n, weft_id *out)
 	return WEFT_OK;
 }
 
+/* ev, read from st's row, carries a seal: this device stored it and has
+ * not written its signature yet. Signs it, if the seal is this device's. */
+static int row_sign(weft_db *db, sqlite3_stmt *st, struct weft_event *ev)
+{
+	if (memcmp(ev->author, db->id.pk, 32) != 0)
+		return row_corrupt(db, st, "holds a seal where an event of another device has its signature");
+	/* Without the key (read-only): all but its bytes (weft_event_bytes). */
+	if (!db->id.sk) {
+		memset(ev->sig, 0, sizeof(ev->sig));
+		ev->sealed = 1;
+		return WEFT_OK;
+	}
+	unsigned char seal[IDENTITY_SEAL_BYTES], sig[64];
+	identity_seal(&db->id, ev->id.bytes, seal);
+	if (sodium_memcmp(seal, ev->sig, IDENTITY_SEAL_BYTES) != 0)
+		return row_corrupt(db, st, "holds a seal this device did not make (the row was altered)");
+	codec_sign_id(sig, &ev->id, db->id.sk);
+	codec_event_set_sig(ev, sig);
+	ev->sealed = 0;
+	return WEFT_OK;
+}
+
 int store_row_event(struct weft_event **out, weft_db *db, sqlite3_stmt *st)
 {
 	*out = NULL;
@@ -497,7 +549,7 @@ int store_row_event(struct weft_event **out, weft_db *db, sqlite3_stmt *st)
 		crypto_generichash(f.payload_hash, 32, payload, f.payload_len, NULL, 0);
 	if ((rc = codec_event_layout(out, &f, payload, &db->err)) < 0)
 		return rc;
-	if ((rc = row_check_id(db, st, &(*out)->id)) < 0) {
+	if ((rc = row_check_id(db, st, &(*out)->id)) < 0 || (f.sealed && (rc = row_sign(db, st, *out)) < 0)) {
 		codec_event_free(*out);
 		*out = NULL;
 		return rc;
@@ -847,7 +899,11 @@ int store_insert_event(weft_db *db, const struct weft_event *ev, int own_next,
 		store_erased_put(erased, ev->payload_len, ev->payload_hash);
 		sqlite3_bind_blob(st, 10, erased, sizeof(erased), SQLITE_STATIC);
 	}
-	sqlite3_bind_blob(st, 11, ev->sig, 64, SQLITE_STATIC);
+	char seal_hex[STORE_SEAL_HEX + 1];
+	if (ev->sealed)
+		sqlite3_bind_text(st, 11, store_seal_hex(seal_hex, ev->sig), STORE_SEAL_HEX, SQLITE_STATIC);
+	else
+		sqlite3_bind_blob(st, 11, ev->sig, 64, SQLITE_STATIC);
 	if (ev->payload && ev->payload_len)
 		sqlite3_bind_blob(st, 12, ev->payload, (int)ev->payload_len, SQLITE_STATIC);
 	else if (ev->payload)

@@ -16,7 +16,7 @@
  * 2: events by id prefix, interned kinds, per-row merge state, buckets
  * (migrated on open). Schema 1 was never released (development builds
  * before 0.1). */
-#define STORE_SCHEMA_VERSION 3
+#define STORE_SCHEMA_VERSION 4
 /* Every STORE_PREV_EVERY-th event of a chain keeps its prev in full, so
  * re-deriving an id reads at most that many rows. */
 #define STORE_PREV_EVERY 32
@@ -42,6 +42,8 @@ enum store_stmt {
 	STMT_EVENT_BY_IDP,
 	STMT_EVENT_AT_IDP,
 	STMT_EVENT_ROW,
+	STMT_SIG_SET,
+	STMT_SEALED,
 	STMT_NEXT_N,
 	STMT_RUNS,
 	STMT_RUN_SET,
@@ -162,6 +164,8 @@ struct weft_db {
 	uint64_t txn_changes;    /* rows changed in the open transaction */
 	weft_commit_cb on_commit;
 	void *on_commit_payload;
+	struct signer *signer;    /* signs own events after their commit, or NULL */
+	int signer_off;           /* none could be started: appends sign inline */
 	struct ingest_pool *pool; /* verifier threads (core/ingest.c), or NULL */
 	int pool_off;             /* none could be started: check inline */
 };
@@ -259,6 +263,14 @@ int store_event_id(weft_db *db, int64_t n, weft_id *out);
  * transaction: other rows must not follow open_n). */
 int store_settle_own(weft_db *db);
 /* Their indexes. */
+/* A seal is kept as 64 hexadecimal characters of TEXT where a signature
+ * is a 64-byte BLOB: the row keeps its size when the signature replaces
+ * it, and no signature can pass for a seal (core/signer.h). */
+#define STORE_SEAL_HEX (2 * IDENTITY_SEAL_BYTES)
+#define STORE_SEALED(st) (sqlite3_column_type((st), EC_SIG) == SQLITE_TEXT)
+const char *store_seal_hex(char out[STORE_SEAL_HEX + 1], const unsigned char seal[IDENTITY_SEAL_BYTES]);
+/* The seal of st's row (STORE_EVENT_COLUMNS); -1 if malformed. */
+int store_seal_get(sqlite3_stmt *st, unsigned char seal[IDENTITY_SEAL_BYTES]);
 enum { EC_IDP, EC_PK, EC_SEQ, EC_PREV, EC_HLC, EC_SCOPE, EC_KIND, EC_IDEM, EC_ERASED, EC_SIG, EC_PAYLOAD, EC_AUTHOR,
        EC_N };
 #define STORE_EVENT_FROM                                                     \

@@ -178,19 +178,27 @@ typedef struct weft_open_options {
  * Errors: WEFT_ENOTFOUND (no store and no WEFT_OPEN_CREATE, or no key
  * file), WEFT_EPERM (key file readable by others), WEFT_EAUTH (wrong or
  * missing passphrase, or the key does not belong to this store),
- * WEFT_EVERSION (store written by a newer weft, or an older store opened
- * read-only: a store written by weft 0.1 is upgraded in place, in one
- * transaction, the first time it is opened read-write), WEFT_ECORRUPT, WEFT_EIO,
+ * WEFT_EVERSION (store written by a newer weft, or a store of weft 0.1
+ * opened read-only: older stores are upgraded in place, in one
+ * transaction, the first time they are opened read-write), WEFT_ECORRUPT, WEFT_EIO,
  * WEFT_EBUSY, WEFT_EINVAL. On failure *out is NULL and weft_error_last()
  * holds the message.
  *
  * Memory: a handle that reads or stores events keeps a cache of event ids
  * of up to 2.5 MiB (the store keeps only 6 bytes of each id and re-derives
  * the rest; docs/FORMAT.md section 5), freed by weft_db_close.
+ *
+ * Threads: a read-write handle that appends starts one thread of its own,
+ * which signs its events after their commit (weft_db_append); it polls
+ * for 2 ms after its last event, then sleeps until the next one.
+ * weft_db_close stops it. A read-write open first signs this device's
+ * events that a crash left unsigned.
  */
 WEFT_EXTERN int weft_db_open(weft_db **out, const char *path,
                              const weft_open_options *opts);
-/* Closes the store. Everything reported written is already durable. */
+/* Closes the store. Everything reported written is already durable; the
+ * signatures of the last events appended (weft_db_append) are written
+ * first. */
 WEFT_EXTERN void weft_db_close(weft_db *db);
 
 /* The message of the last failure on this handle; never NULL. */
@@ -202,8 +210,18 @@ WEFT_EXTERN const char *weft_db_device_id(const weft_db *db);
 
 /*
  * Appends an own event: stamps it with the hybrid logical clock, links it
- * to this device's previous event, signs it and commits it durably
- * (synchronous=FULL) before returning.
+ * to this device's previous event and commits it durably
+ * (synchronous=FULL) before returning. Its id is final then; its Ed25519
+ * signature (a function of the id and the key alone) is computed by the
+ * handle's signing thread after the commit and written with the handle's
+ * next write transaction or when it closes, so the disk wait and the
+ * signing overlap. Until then the row holds a seal only this device can
+ * make (docs/FORMAT.md section 5): a handle with the device key that reads
+ * the event signs it on the spot, so peers and weft_event_bytes always see
+ * a signed event; a read-only handle gets the event without its encoding
+ * (weft_event_bytes returns NULL; retry after the writer's next write). A
+ * crash loses no event: the next read-write open signs what was left. With
+ * 64 events of the handle waiting, an append signs before it commits.
  *
  * scope and kind: 1..64 bytes of [A-Za-z0-9._:/-]. idem_key: NULL, or
  * 1..128 printable ASCII bytes; if an event in the same scope already
@@ -287,7 +305,9 @@ WEFT_EXTERN const char *weft_event_kind(const weft_event *ev);
 WEFT_EXTERN const char *weft_event_idem_key(const weft_event *ev);
 /* The payload; NULL with *len = the declared length if it was erased. */
 WEFT_EXTERN const void *weft_event_payload(const weft_event *ev, size_t *len);
-/* The canonical encoding, as sent to peers. */
+/* The canonical encoding, as sent to peers. NULL (*len 0) for one of this
+ * device's newest events read through a read-only handle before its writer
+ * wrote its signature (weft_db_append). */
 WEFT_EXTERN const void *weft_event_bytes(const weft_event *ev, size_t *len);
 
 /* ------------------------------------------------------------- iteration */
@@ -346,6 +366,10 @@ typedef struct weft_verify_report {
 	uint64_t forks;       /* (author, seq) pairs holding more than one event */
 	weft_id first_bad;    /* the first bad event, if bad > 0: its id, or when it no longer hashes
 	                         to one, the 6 bytes the store keeps followed by zeros */
+	uint64_t unsigned_own;/* read-only handles: this device's events stored but not signed yet
+	                         (weft_db_append signs after the commit; a crash can leave the last
+	                         few so until the next read-write open signs them). Their ids are
+	                         checked; their signatures cannot be without the device key. Not bad. */
 } weft_verify_report;
 
 /* Progress: done of total events; return non-zero to stop (WEFT_EUSER). */

@@ -73,6 +73,8 @@ void plat_cond_wait(plat_cond *c, plat_mutex *m);
 void plat_cond_signal(plat_cond *c);
 void plat_cond_broadcast(plat_cond *c);
 void plat_cond_free(plat_cond *c);
+/* Sleeps about us microseconds (at least that long, unless interrupted). */
+void plat_sleep_us(unsigned us);
 /* Processors online (at least 1). */
 int plat_cpu_count(void);
 

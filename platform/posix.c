@@ -50,6 +50,12 @@ uint64_t plat_mono_ms(void)
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+void plat_sleep_us(unsigned us)
+{
+	struct timespec ts = {(time_t)(us / 1000000u), (long)(us % 1000000u) * 1000};
+	nanosleep(&ts, NULL);
+}
+
 void plat_random(void *buf, size_t len)
 {
 	randombytes_buf(buf, len);

@@ -694,6 +694,35 @@ static void held_all(weft_db *db, held_events *out)
 /* A store written by weft 0.1 (schema 2: ids stored, chains indexed) is
  * upgraded when opened read-write: every event reads back byte for byte,
  * chains, heads and forks carry over, and it takes new events. */
+static int get_checked(weft_db *db, const weft_id *id);
+static weft_db *open_ro(const char *dir, const char *name);
+/* Rows that hold a seal, not a signature (docs/FORMAT.md section 5). */
+#define SEALED_ROWS "SELECT count(*) FROM weft_event WHERE typeof(sig) = 'text'"
+
+/* Schema 3 (weft before signing after the commit) reads as it is and
+ * gets the index of sealed rows on the first read-write open. */
+static void test_store_upgrades_a_schema_3_store(void **state)
+{
+	fixture *f = *state;
+	weft_db *a = tu_open(f->dir, "a.db", &f->clock, 1);
+	weft_id id;
+	tu_ok(a, weft_db_append(&id, a, "home", "note", NULL, "abc", 3));
+	weft_db_close(a);
+	tamper(tu_path(f->dir, "a.db"), "DROP INDEX weft_event_sealed; PRAGMA user_version = 3");
+	a = open_ro(f->dir, "a.db");
+	tu_ok(a, get_checked(a, &id));
+	weft_db_close(a);
+	assert_int_equal(raw_int(tu_path(f->dir, "a.db"), "PRAGMA user_version"), 3);
+	a = tu_open(f->dir, "a.db", &f->clock, 1);
+	assert_int_equal(raw_int(tu_path(f->dir, "a.db"), "PRAGMA user_version"), STORE_SCHEMA_VERSION);
+	assert_int_equal(raw_int(tu_path(f->dir, "a.db"),
+	                         "SELECT count(*) FROM sqlite_schema WHERE name = 'weft_event_sealed'"), 1);
+	weft_id id2;
+	tu_ok(a, weft_db_append(&id2, a, "home", "note", NULL, "def", 3));
+	weft_db_close(a);
+	assert_int_equal(raw_int(tu_path(f->dir, "a.db"), SEALED_ROWS), 0);
+}
+
 static void test_store_upgrades_a_schema_2_store(void **state)
 {
 	fixture *f = *state;
@@ -752,7 +781,7 @@ static void test_store_upgrades_a_schema_2_store(void **state)
 	assert_non_null(strstr(weft_error_last(), "WEFT_OPEN_READONLY"));
 
 	a = tu_open(f->dir, "a.db", &f->clock, 1);
-	assert_int_equal(raw_int(tu_path(f->dir, "a.db"), "PRAGMA user_version"), 3);
+	assert_int_equal(raw_int(tu_path(f->dir, "a.db"), "PRAGMA user_version"), STORE_SCHEMA_VERSION);
 	held_events after;
 	held_all(a, &after);
 	assert_int_equal(after.n, before.n);
@@ -854,6 +883,154 @@ static int raw_int(const char *path, const char *sql)
 	sqlite3_finalize(st);
 	sqlite3_close(s);
 	return v;
+}
+
+/* A copy of dir/from's files as dir/to: what a crash would leave of a
+ * store that is still open (no write may run meanwhile). */
+static void crash_copy(const char *dir, const char *from, const char *to)
+{
+	static const char *const side[] = {"", "-wal", ".key"};
+	assert_int_equal(access(tu_path(dir, from), F_OK), 0);
+	for (int i = 0; i < 3; i++) {
+		char a[512], b[512];
+		snprintf(a, sizeof(a), "%s%s", tu_path(dir, from), side[i]);
+		snprintf(b, sizeof(b), "%s%s", tu_path(dir, to), side[i]);
+		FILE *in = fopen(a, "rb");
+		if (!in && i == 2)
+			continue; /* no key file: tu_open gives the key */
+		assert_non_null(in);
+		FILE *out = fopen(b, "wb");
+		assert_non_null(out);
+		char buf[8192];
+		size_t n;
+		while ((n = fread(buf, 1, sizeof(buf), in)) > 0)
+			assert_int_equal(fwrite(buf, 1, n, out), n);
+		fclose(in);
+		assert_int_equal(fclose(out), 0);
+		assert_int_equal(chmod(b, 0600), 0);
+	}
+}
+
+/* The event id as weft_db_get gives it, checked as a peer would: its
+ * bytes decode and its signature verifies. */
+static int get_checked(weft_db *db, const weft_id *id)
+{
+	weft_event *ev;
+	int rc = weft_db_get(&ev, db, id);
+	if (rc < 0)
+		return rc;
+	size_t len;
+	const void *bytes = weft_event_bytes(ev, &len);
+	weft_event *back;
+	rc = weft_event_decode(&back, bytes, len, 0);
+	if (rc == WEFT_OK)
+		weft_event_free(back);
+	weft_event_free(ev);
+	return rc;
+}
+
+static weft_db *open_ro(const char *dir, const char *name)
+{
+	weft_open_options o = WEFT_OPEN_OPTIONS_INIT;
+	o.flags = WEFT_OPEN_READONLY;
+	weft_db *db;
+	tu_ok(NULL, weft_db_open(&db, tu_path(dir, name), &o));
+	return db;
+}
+
+static void test_store_signs_own_events_after_the_commit(void **state)
+{
+	fixture *f = *state;
+	weft_db *a = tu_open(f->dir, "a.db", &f->clock, 1);
+	weft_id id[3];
+	for (int i = 0; i < 3; i++)
+		tu_ok(a, weft_db_append(&id[i], a, "home", "note", NULL, "abc", 3));
+	/* Committed with a seal; the next write or close brings the signature. */
+	assert_int_equal(raw_int(tu_path(f->dir, "a.db"), "SELECT typeof(sig) = 'text' FROM weft_event ORDER BY n DESC LIMIT 1"),
+	                 1);
+	for (int i = 0; i < 3; i++)
+		tu_ok(a, get_checked(a, &id[i]));
+	weft_db_close(a);
+	assert_int_equal(raw_int(tu_path(f->dir, "a.db"), SEALED_ROWS), 0);
+	a = open_ro(f->dir, "a.db");
+	weft_verify_report r;
+	tu_ok(a, weft_db_verify(&r, a, NULL, NULL));
+	assert_int_equal(r.checked, 3);
+	assert_int_equal(r.bad + r.unsigned_own, 0);
+	for (int i = 0; i < 3; i++)
+		tu_ok(a, get_checked(a, &id[i]));
+	weft_db_close(a);
+}
+
+static void test_store_signs_what_a_crash_left(void **state)
+{
+	fixture *f = *state;
+	weft_db *a = tu_open(f->dir, "a.db", &f->clock, 1);
+	weft_id id[5];
+	for (int i = 0; i < 5; i++)
+		tu_ok(a, weft_db_append(&id[i], a, "home", "note", NULL, "abc", 3));
+	crash_copy(f->dir, "a.db", "c.db");
+	weft_db_close(a);
+	int sealed = raw_int(tu_path(f->dir, "c.db"), SEALED_ROWS);
+	assert_true(sealed >= 1);
+
+	/* Read-only: no key to sign with; the ids still check. */
+	weft_db *c = open_ro(f->dir, "c.db");
+	weft_verify_report r;
+	tu_ok(c, weft_db_verify(&r, c, NULL, NULL));
+	assert_int_equal(r.checked, 5);
+	assert_int_equal(r.bad, 0);
+	assert_int_equal(r.unsigned_own, sealed);
+	/* All of the event but its bytes, which need the signature. */
+	weft_event *ev;
+	tu_ok(c, weft_db_get(&ev, c, &id[4]));
+	size_t len = 1;
+	assert_null(weft_event_bytes(ev, &len));
+	assert_int_equal(len, 0);
+	const void *p = weft_event_payload(ev, &len);
+	assert_int_equal(len, 3);
+	assert_memory_equal(p, "abc", 3);
+	weft_event_free(ev);
+	weft_db_close(c);
+
+	/* A read-write open signs them. */
+	c = tu_open(f->dir, "c.db", &f->clock, 1);
+	assert_int_equal(raw_int(tu_path(f->dir, "c.db"), SEALED_ROWS), 0);
+	weft_db_close(c);
+	c = open_ro(f->dir, "c.db");
+	tu_ok(c, weft_db_verify(&r, c, NULL, NULL));
+	assert_int_equal(r.checked, 5);
+	assert_int_equal(r.bad + r.unsigned_own, 0);
+	for (int i = 0; i < 5; i++)
+		tu_ok(c, get_checked(c, &id[i]));
+	weft_db_close(c);
+}
+
+static void test_store_never_signs_a_seal_it_did_not_make(void **state)
+{
+	fixture *f = *state;
+	weft_db *a = tu_open(f->dir, "a.db", &f->clock, 1);
+	weft_id id;
+	tu_ok(a, weft_db_append(&id, a, "home", "note", NULL, "abc", 3));
+	crash_copy(f->dir, "a.db", "c.db");
+	weft_db_close(a);
+	/* Someone with the file but not the key puts a seal of their own. */
+	sqlite3 *s;
+	assert_int_equal(sqlite3_open(tu_path(f->dir, "c.db"), &s), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(s, "UPDATE weft_event SET sig = lower(hex(randomblob(32))) WHERE typeof(sig) = 'text'", NULL,
+	                              NULL, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_changes(s), 1);
+	sqlite3_close(s);
+
+	weft_db *c = tu_open(f->dir, "c.db", &f->clock, 1);
+	assert_int_equal(raw_int(tu_path(f->dir, "c.db"), SEALED_ROWS), 1);
+	tu_expect(c, get_checked(c, &id), WEFT_ECORRUPT);
+	assert_non_null(strstr(weft_errmsg(c), "seal"));
+	weft_verify_report r;
+	tu_expect(c, weft_db_verify(&r, c, NULL, NULL), WEFT_ECORRUPT);
+	assert_int_equal(r.bad, 1);
+	assert_memory_equal(r.first_bad.bytes, id.bytes, 32);
+	weft_db_close(c);
 }
 
 typedef struct items {
@@ -1254,6 +1431,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_store_append_links_a_signed_chain, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_commits_durably_in_wal_mode, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_persists_across_reopen, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_signs_own_events_after_the_commit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_signs_what_a_crash_left, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_upgrades_a_schema_3_store, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_never_signs_a_seal_it_did_not_make, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_ingest_is_idempotent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_ingest_refuses_any_flipped_byte, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_keeps_both_sides_of_a_fork, setup, teardown),
