@@ -671,7 +671,8 @@ int weft_db_append(weft_id *out, weft_db *db, const char *scope, const char *kin
 		db->own_id = ev->id; /* own_n: set by store_insert_event */
 	}
 	unsigned char seal[IDENTITY_SEAL_BYTES];
-	memcpy(seal, ev->sig, sizeof(seal));
+	if (sealed)
+		memcpy(seal, ev->sig, sizeof(seal));
 	codec_event_free(ev);
 	if (rc < 0)
 		goto fail;

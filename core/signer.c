@@ -151,8 +151,7 @@ int signer_write(weft_db *db)
 		/* The rows stay sealed; only a failed transaction fails. */
 		if (sqlite3_get_autocommit(db->sql))
 			return rc;
-		db->err.code = 0;
-		db->err.msg[0] = 0;
+		err_clear(&db->err);
 		return WEFT_OK;
 	}
 	s->nwritten = k;
